@@ -1,0 +1,52 @@
+"""Nested, timed log steps a person can follow.
+
+``with step("boot"):`` prints the start, the end and the duration of a phase, indented by
+nesting depth, and records the duration in the run's :class:`PhaseClock` when one is given.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+_depth = 0
+_stream: TextIO = sys.stderr
+_start = time.monotonic()
+
+
+def _prefix() -> str:
+    return f"[{time.monotonic() - _start:7.1f}s] " + "  " * _depth
+
+
+def info(message: str) -> None:
+    """Log one line at the current nesting depth."""
+    print(_prefix() + message, file=_stream, flush=True)
+
+
+def warn(message: str) -> None:
+    info(f"WARNING: {message}")
+
+
+@contextmanager
+def step(name: str, phases: dict[str, float] | None = None) -> Iterator[None]:
+    """Log a timed step; store its duration under ``name`` in ``phases`` if given."""
+    global _depth
+    info(f"▶ {name}")
+    began = time.monotonic()
+    _depth += 1
+    outcome = "failed"
+    try:
+        yield
+        outcome = "done"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+        raise
+    finally:
+        _depth -= 1
+        took = time.monotonic() - began
+        if phases is not None:
+            phases[name] = round(phases.get(name, 0.0) + took, 1)
+        info(f"{'✔' if outcome == 'done' else '✘'} {name} {outcome} in {took:.1f}s")

@@ -1,0 +1,171 @@
+"""The one doorway to subprocesses: argument lists only, never a shell.
+
+A missing program is a :class:`HarnessError` naming the Debian package that provides it; a
+failing command names itself, its exit status and the tail of its stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import log
+from harness.errors import HarnessError
+
+# Program → the Debian package that provides it, for the hint of a missing-tool error.
+PACKAGE_OF: Mapping[str, str] = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "virsh": "libvirt-clients",
+    "libvirtd": "libvirt-daemon-system",
+    "virtlogd": "libvirt-daemon-system",
+    "mmdebstrap": "mmdebstrap",
+    "genisoimage": "genisoimage",
+    "cloud-localds": "cloud-image-utils",
+    "grub-mkimage": "grub-common",
+    "sfdisk": "fdisk",
+    "losetup": "mount",
+    "mkfs.ext4": "e2fsprogs",
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "ansible-playbook": "ansible-core (pip, in the venv: make venv)",
+    "pebble": "pebble",
+    "tar": "tar",
+    "mount": "mount",
+    "umount": "mount",
+}
+
+STDERR_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class CommandFailed(HarnessError):
+    """A command exited non-zero. Carries the result so callers may judge it themselves."""
+
+    def __init__(self, result: Result) -> None:
+        tail = "\n".join(result.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
+        super().__init__(
+            f"command failed with exit status {result.returncode}: {render(result.argv)}"
+            + (f"\n  stderr (tail):\n    " + tail.replace("\n", "\n    ") if tail else "")
+        )
+        self.result = result
+
+
+def render(argv: Sequence[str]) -> str:
+    return shlex.join(argv)
+
+
+def require(program: str) -> str:
+    """Return the full path of ``program`` or fail with the package that provides it."""
+    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if found is None:
+        package = PACKAGE_OF.get(program, "?")
+        raise HarnessError(
+            f"required program {program!r} is not installed",
+            hint=f"apt-get install {package}  (or: make bootstrap)",
+        )
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    input_text: str | None = None,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    quiet: bool = False,
+) -> Result:
+    """Run ``argv`` to completion, capturing its output."""
+    if isinstance(argv, str):
+        raise TypeError("proc.run takes an argument list, never a shell string")
+    full = [require(argv[0]), *argv[1:]]
+    if not quiet:
+        log.info(f"$ {render(argv)}")
+    merged_env = {**os.environ, **env} if env is not None else None
+    try:
+        done = subprocess.run(
+            full,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=merged_env,
+            cwd=cwd,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise HarnessError(f"command timed out after {timeout}s: {render(argv)}") from exc
+    result = Result(tuple(argv), done.returncode, done.stdout, done.stderr)
+    if check and done.returncode != 0:
+        raise CommandFailed(result)
+    return result
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    logfile: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    echo: bool = True,
+) -> int:
+    """Run a long command, teeing its combined output to ``logfile`` (and the console).
+
+    Returns the exit status: a long command's failure (ansible, pytest) is judged by the
+    caller, who knows whether it means the harness broke or the system under test is wrong.
+    """
+    full = [require(argv[0]), *argv[1:]]
+    log.info(f"$ {render(argv)}  (log: {logfile})")
+    merged_env = {**os.environ, **env} if env is not None else None
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("a", encoding="utf-8") as sink:
+        sink.write(f"$ {render(argv)}\n")
+        sink.flush()
+        proc = subprocess.Popen(
+            full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=merged_env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sink.write(line)
+                if echo:
+                    print("    │ " + line, end="", flush=True)
+            return proc.wait(timeout=timeout)
+        except BaseException:
+            _terminate(proc)
+            raise
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    """Stop a child and its process group; used on Ctrl-C and timeouts."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,199 @@
+"""Everything libvirt, in one module: domain XML, define/start, find, destroy, undefine.
+
+Run identity lives in libvirt metadata (namespace :data:`NS`), so leftovers are found from
+libvirt itself even if the run's state directory is gone.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from harness.accel import Accel
+from harness.errors import HarnessError
+
+DEFAULT_URI = "qemu:///system"
+NS = "https://boma.invalid/harness/run/1"
+NS_PREFIX = "boma"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+NAME_PREFIX = "boma-it-"
+NETDEV_ID = "bomanet"
+
+# libvirt prints every error to stderr by itself; the harness reports them as exceptions.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@dataclass(frozen=True)
+class Forward:
+    host_port: int
+    guest_port: int
+
+
+@dataclass(frozen=True)
+class DirectBoot:
+    kernel: Path
+    initrd: Path
+    cmdline: str
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything needed to define one test VM."""
+
+    name: str
+    memory_mib: int
+    vcpus: int
+    accel: Accel
+    disk: Path
+    seed: Path
+    console_log: Path
+    forwards: tuple[Forward, ...]
+    metadata: tuple[tuple[str, str], ...]
+    direct_boot: DirectBoot | None = None
+
+
+def netdev_arg(forwards: tuple[Forward, ...]) -> str:
+    """QEMU user-mode network with every forward bound to loopback (the network rule)."""
+    fwds = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in forwards)
+    return f"user,id={NETDEV_ID}{fwds}"
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    ET.register_namespace("qemu", QEMU_NS)
+    ET.register_namespace(NS_PREFIX, NS)
+    dom = ET.Element("domain", {"type": "kvm" if spec.accel is Accel.KVM else "qemu"})
+    ET.SubElement(dom, "name").text = spec.name
+    meta = ET.SubElement(ET.SubElement(dom, "metadata"), f"{{{NS}}}run")
+    for key, value in spec.metadata:
+        meta.set(key, value)
+    ET.SubElement(dom, "memory", {"unit": "MiB"}).text = str(spec.memory_mib)
+    ET.SubElement(dom, "vcpu").text = str(spec.vcpus)
+    os_el = ET.SubElement(dom, "os")
+    ET.SubElement(os_el, "type", {"arch": "x86_64", "machine": "q35"}).text = "hvm"
+    if spec.direct_boot:
+        ET.SubElement(os_el, "kernel").text = str(spec.direct_boot.kernel)
+        ET.SubElement(os_el, "initrd").text = str(spec.direct_boot.initrd)
+        ET.SubElement(os_el, "cmdline").text = spec.direct_boot.cmdline
+    else:
+        ET.SubElement(os_el, "boot", {"dev": "hd"})
+    features = ET.SubElement(dom, "features")
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    if spec.accel is Accel.KVM:
+        ET.SubElement(dom, "cpu", {"mode": "host-passthrough"})
+    else:
+        # FACTS.md: under TCG, qemu64; "host" aborts QEMU on these machines.
+        cpu = ET.SubElement(dom, "cpu", {"mode": "custom", "match": "exact"})
+        ET.SubElement(cpu, "model", {"fallback": "allow"}).text = "qemu64"
+    ET.SubElement(dom, "on_poweroff").text = "destroy"
+    ET.SubElement(dom, "on_reboot").text = "restart"
+    ET.SubElement(dom, "on_crash").text = "destroy"
+    devices = ET.SubElement(dom, "devices")
+    disk = ET.SubElement(devices, "disk", {"type": "file", "device": "disk"})
+    ET.SubElement(disk, "driver", {"name": "qemu", "type": "qcow2", "discard": "unmap"})
+    ET.SubElement(disk, "source", {"file": str(spec.disk)})
+    ET.SubElement(disk, "target", {"dev": "vda", "bus": "virtio"})
+    seed = ET.SubElement(devices, "disk", {"type": "file", "device": "cdrom"})
+    ET.SubElement(seed, "driver", {"name": "qemu", "type": "raw"})
+    ET.SubElement(seed, "source", {"file": str(spec.seed)})
+    ET.SubElement(seed, "target", {"dev": "sda", "bus": "sata"})
+    ET.SubElement(seed, "readonly")
+    # The serial console goes to a file from the first byte: evidence even when SSH never came.
+    serial = ET.SubElement(devices, "serial", {"type": "file"})
+    ET.SubElement(serial, "source", {"path": str(spec.console_log), "append": "on"})
+    ET.SubElement(serial, "target", {"port": "0"})
+    rng = ET.SubElement(devices, "rng", {"model": "virtio"})
+    ET.SubElement(rng, "backend", {"model": "random"}).text = "/dev/urandom"
+    ET.SubElement(devices, "memballoon", {"model": "none"})
+    # libvirt 9.0 rejects the passt backend (FACTS.md); user-mode networking is passed to QEMU
+    # directly, with no <interface>, so nothing but loopback forwards reaches the guest.
+    cmdline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+    for arg in ("-netdev", netdev_arg(spec.forwards), "-device",
+                f"virtio-net-pci,netdev={NETDEV_ID},addr=0x9,bus=pcie.0"):
+        ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", {"value": arg})
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _fail(action: str, exc: libvirt.libvirtError) -> HarnessError:
+    return HarnessError(f"libvirt: {action}: {exc.get_error_message()}")
+
+
+@contextmanager
+def connect(uri: str = DEFAULT_URI) -> Iterator[libvirt.virConnect]:
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise HarnessError(
+            f"cannot connect to libvirt at {uri}: {exc.get_error_message()}",
+            hint="start the daemon (make bootstrap; without systemd: virtlogd -d && libvirtd -d)",
+        ) from exc
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def define_and_start(conn: libvirt.virConnect, spec: DomainSpec) -> libvirt.virDomain:
+    try:
+        dom = conn.defineXML(domain_xml(spec))
+    except libvirt.libvirtError as exc:
+        raise _fail(f"define {spec.name}", exc) from exc
+    try:
+        dom.create()
+    except libvirt.libvirtError as exc:
+        undefine(conn, spec.name)
+        raise _fail(f"start {spec.name}", exc) from exc
+    return dom
+
+
+def run_metadata(dom: libvirt.virDomain) -> dict[str, str] | None:
+    """The run's metadata, or None for a domain the harness did not create."""
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+    except libvirt.libvirtError:
+        return None
+    return dict(ET.fromstring(text).attrib)
+
+
+def list_runs(conn: libvirt.virConnect) -> list[tuple[str, bool, dict[str, str]]]:
+    """(name, active, metadata) of every domain this harness created, by its metadata."""
+    found = []
+    for dom in conn.listAllDomains():
+        meta = run_metadata(dom)
+        if meta is not None and dom.name().startswith(NAME_PREFIX):
+            found.append((dom.name(), bool(dom.isActive()), meta))
+    return sorted(found)
+
+
+def undefine(conn: libvirt.virConnect, name: str) -> bool:
+    """Destroy and undefine ``name`` if it exists; True if something was removed."""
+    try:
+        dom = conn.lookupByName(name)
+    except libvirt.libvirtError:
+        return False
+    try:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()  # BIOS guests: no NVRAM, no managed save to remove
+    except libvirt.libvirtError as exc:
+        raise _fail(f"remove {name}", exc) from exc
+    return True
+
+
+def is_active(conn: libvirt.virConnect, name: str) -> bool:
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+
+
+def info(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
+    dom = conn.lookupByName(name)
+    state, max_mem, _mem, vcpus, _cpu_time = dom.info()
+    return {"state": state, "memory_kib": max_mem, "vcpus": vcpus}
