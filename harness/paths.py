@@ -31,3 +31,8 @@ def runs_dir() -> Path:
     console log there.
     """
     return Path(os.environ.get("BOMA_RUNS_DIR", "/var/lib/boma/runs"))
+
+
+def run_artifacts(host: str, tier: str, run_id: str) -> Path:
+    """One run's evidence folder: ``artifacts/<host>-<tier>-<run_id>/``."""
+    return artifacts_dir() / f"{host}-{tier}-{run_id}"

@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,10 @@ PACKAGE_OF: Mapping[str, str] = {
     "ssh": "openssh-client",
     "ssh-keygen": "openssh-client",
     "ansible-playbook": "ansible-core (pip, in the venv: make venv)",
+    "ansible-inventory": "ansible-core (pip, in the venv: make venv)",
     "pebble": "pebble",
     "tar": "tar",
+    "pgrep": "procps",
     "mount": "mount",
     "umount": "mount",
 }
@@ -69,7 +72,11 @@ def render(argv: Sequence[str]) -> str:
 
 def require(program: str) -> str:
     """Return the full path of ``program`` or fail with the package that provides it."""
-    found = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    # The venv's own bin dir first: ansible-playbook and pytest come from the venv the harness
+    # runs in, even when that venv is not on PATH (``.venv/bin/python -m harness``).
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""),
+                              "/usr/sbin", "/sbin"])
+    found = shutil.which(program, path=search)
     if found is None:
         package = PACKAGE_OF.get(program, "?")
         raise HarnessError(

@@ -1,0 +1,44 @@
+"""Ansible invocation, in one module: one playbook step of a profile against the test VM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import paths, proc
+from harness.config import PlaybookStep
+from harness.inventory import RenderedInventory
+
+ANSIBLE_ENV = {
+    "ANSIBLE_CONFIG": str(paths.REPO / "ansible.cfg"),
+    "ANSIBLE_NOCOLOR": "1",
+    "ANSIBLE_FORCE_COLOR": "0",
+    "ANSIBLE_HOST_KEY_CHECKING": "False",
+    # Pipelining saves SSH round trips per task, which matters under TCG; Debian's sudo does
+    # not require a tty.
+    "ANSIBLE_PIPELINING": "True",
+    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+    "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
+}
+
+
+def playbook_argv(
+    inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path]
+) -> list[str]:
+    """The exact command for one step. ``--limit`` names the VM: belt and braces with the
+    isolated inventory; the connection file comes last so it wins over every overlay."""
+    argv = ["ansible-playbook", "-i", str(inventory.path / "hosts.yml"), "--limit", inventory.host]
+    for file in (*extra_vars, inventory.connection_vars):
+        argv += ["-e", f"@{file}"]
+    if step.tags:
+        argv += ["--tags", ",".join(step.tags)]
+    argv.append(str(paths.PLAYBOOKS_DIR / step.playbook))
+    return argv
+
+
+def run_step(
+    inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path], logfile: Path
+) -> int:
+    """Run one step, output teed to ``logfile``; returns ansible-playbook's exit status."""
+    return proc.stream(playbook_argv(inventory, step, extra_vars), logfile=logfile,
+                       env=ANSIBLE_ENV, cwd=paths.REPO)

@@ -1,0 +1,171 @@
+"""The full cycle — preflight, image, boot, apply, reboot, verify — and its cleanup rules.
+
+Success destroys everything the run made. A failure collects the evidence bundle first, then
+keeps the VM (unless told not to) and prints how to get in. Ctrl-C, SIGTERM and the global
+deadline tear down at any phase.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import FrameType
+
+from harness import accel, config, log, paths, preflight, virt
+from harness.errors import BadInput, BomaError, ExitCode, HarnessError
+from harness.image.caddy import ensure_caddy_tarball
+from harness.image.golden import ensure_golden
+from harness.image.recipe import CaddyRecipe, GoldenRecipe
+from harness.machine import BootMode, TestVM, VMRequest
+from harness.state import new_run_id
+from harness.summary import Summary
+
+DEFAULT_DEADLINE = 3600.0
+
+
+class Keep(StrEnum):
+    """What happens to the VM when the run ends."""
+
+    ON_FAILURE = "on-failure"  # the default: a failed VM stays for inspection
+    ALWAYS = "always"  # --keep: stays even on success, for the apply/verify inner loop
+    NEVER = "never"  # --no-keep: CI and tests; evidence is still collected first
+
+
+@dataclass(frozen=True)
+class CycleOptions:
+    host: str
+    certs: str
+    keep: Keep = Keep.ON_FAILURE
+    reboot: bool = True
+    accel: str | None = None
+    boot: BootMode = BootMode.DIRECT
+    uri: str = virt.DEFAULT_URI
+    deadline: float = DEFAULT_DEADLINE
+    extra_overrides: tuple[Path, ...] = ()
+
+
+class DeadlineExceeded(HarnessError):
+    pass
+
+
+@contextmanager
+def guarded(deadline: float) -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt (so CI cancellation cleans up) and bound the run
+    by a global deadline."""
+
+    def on_term(_sig: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    def on_alarm(_sig: int, _frame: FrameType | None) -> None:
+        raise DeadlineExceeded(f"the run exceeded its global deadline of {deadline:.0f}s")
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    old_alarm = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, deadline)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def resolve(host: str, certs: str, extra_overrides: tuple[Path, ...]) -> tuple[config.Profile, config.CertTier]:
+    """Validate every input before anything is created."""
+    profile = config.load_profile(host)
+    tier = config.load_tier(certs)
+    if tier.name not in profile.cert_tiers:
+        raise BadInput(f"host {host!r} does not take cert tier {certs!r}",
+                       hint=f"its tiers: {', '.join(profile.cert_tiers) or '(none)'}")
+    for file in extra_overrides:
+        if not file.is_file():
+            raise BadInput(f"override file {file} not found")
+    return profile, tier
+
+
+def prepare(options: CycleOptions, phases: dict[str, float]) -> VMRequest:
+    """Preflight and images: everything a VM needs before it can boot."""
+    profile, tier = resolve(options.host, options.certs, options.extra_overrides)
+    chosen, why = accel.choose(options.accel)
+    golden_recipe, caddy_recipe = GoldenRecipe(), CaddyRecipe()
+    with log.step("preflight", phases):
+        log.info(f"accelerator: {chosen.value} ({why})")
+        preflight.check_tools(with_image_build=True)
+        preflight.ensure_libvirt(options.uri)
+        preflight.check_resources(profile.memory_mib)
+        preflight.check_capacity(options.uri)
+    with log.step("image", phases):
+        golden = ensure_golden(golden_recipe)
+        caddy = ensure_caddy_tarball(caddy_recipe)
+    return VMRequest(profile=profile, tier=tier, accel=chosen, uri=options.uri,
+                     boot=options.boot, golden=golden, caddy_archive=caddy)
+
+
+@contextmanager
+def running_vm(request: VMRequest, summary: Summary, keep: Keep) -> Iterator[TestVM]:
+    """Boot a VM and yield it ready; on exit apply the cleanup rules above."""
+    vm: TestVM | None = None
+    kept = False
+    try:
+        try:
+            with log.step("boot", summary.phases):
+                vm = TestVM.create(request, summary.run_id)
+                summary.accel, summary.boot_mode = request.accel.value, request.boot.value
+                vm.wait_ready()
+            yield vm
+        except BomaError as exc:
+            if vm is not None:
+                with log.step("evidence", summary.phases):
+                    vm.collect_evidence(reason=exc.render())
+                kept = keep is not Keep.NEVER and not isinstance(exc, DeadlineExceeded)
+            raise
+        kept = keep is Keep.ALWAYS
+    finally:
+        summary.kept = kept
+        if vm is not None and kept:
+            log.info(f"KEPT {vm.state.domain} for inspection (run {vm.state.run_id}):\n{vm.how_to_get_in()}")
+        elif vm is not None:
+            with log.step("teardown", summary.phases):
+                vm.destroy()
+
+
+def run_cycle(options: CycleOptions) -> Summary:
+    """One full cycle. Returns the summary; raises a :class:`BomaError` on failure (after
+    writing the summary and, where a VM existed, the evidence bundle)."""
+    run_id = new_run_id()
+    summary = Summary(run_id=run_id, host=options.host, tier=options.certs)
+    out = paths.run_artifacts(options.host, options.certs, run_id)
+    phase = "preflight"
+    try:
+        with guarded(options.deadline):
+            request = prepare(options, summary.phases)
+            with running_vm(request, summary, options.keep) as vm:
+                phase = "apply"
+                with log.step("apply", summary.phases):
+                    vm.apply(options.extra_overrides)
+                if options.reboot:
+                    phase = "reboot"
+                    with log.step("reboot", summary.phases):
+                        vm.reboot()
+                phase = "verify"
+                with log.step("verify", summary.phases):
+                    vm.verify()
+        summary.finish("pass")
+        return summary
+    except BomaError as exc:
+        summary.failed_phase, summary.reason = phase, exc.message.splitlines()[0]
+        summary.finish({ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}
+                       .get(exc.exit_code, "error"))
+        raise
+    except KeyboardInterrupt:
+        summary.failed_phase = phase
+        summary.finish("interrupted")
+        raise
+    finally:
+        if summary.verdict != "bad-input":
+            log.info(f"summary ({summary.verdict}):\n{summary.table()}")
+            log.info(f"summary file: {summary.write(out)}")

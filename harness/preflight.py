@@ -1,0 +1,93 @@
+"""Checks before anything boots: tools, the libvirt daemon, memory, disk, and capacity."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from harness import log, paths, proc, virt
+from harness.errors import HarnessError
+from harness.poll import NotYet, wait_until
+
+TOOLS = ("qemu-system-x86_64", "qemu-img", "genisoimage", "ssh", "ssh-keygen",
+         "ansible-playbook", "ansible-inventory")
+IMAGE_TOOLS = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "grub-mkimage", "tar")
+LIBVIRT_START_TIMEOUT = 30.0
+MEMORY_HEADROOM_MIB = 512
+MIN_FREE_DISK_GIB = 6
+ENV_MAX_VMS = "BOMA_MAX_VMS"
+# One VM per controller by default: under TCG two guests on a small controller starve each
+# other and turn every timeout into a lottery. A big KVM host may raise it.
+DEFAULT_MAX_VMS = 1
+
+
+def check_tools(with_image_build: bool) -> None:
+    for tool in TOOLS + (IMAGE_TOOLS if with_image_build else ()):
+        proc.require(tool)
+
+
+def systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def ensure_libvirt(uri: str) -> None:
+    """Make sure the daemon answers; where no systemd runs, start it ourselves (FACTS.md)."""
+    if uri.startswith("test:"):
+        return
+
+    def answers() -> None:
+        try:
+            with virt.connect(uri):
+                return
+        except HarnessError as exc:
+            raise NotYet(exc.message) from exc
+
+    try:
+        answers()
+        return
+    except NotYet:
+        pass
+    if systemd_is_init():
+        raise HarnessError(f"libvirt at {uri} does not answer",
+                           hint="sudo systemctl start libvirtd virtlogd (or: make bootstrap)")
+    with log.step("starting libvirt daemons (no systemd on this machine)"):
+        for daemon in ("virtlogd", "libvirtd"):
+            if proc.run(["pgrep", "-x", daemon], check=False, quiet=True).returncode != 0:
+                proc.run([daemon, "-d"])
+        wait_until(answers, what=f"libvirt at {uri}", timeout=LIBVIRT_START_TIMEOUT, interval=1)
+
+
+def mem_available_mib() -> int:
+    for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    raise HarnessError("cannot read MemAvailable from /proc/meminfo")
+
+
+def check_resources(memory_mib: int) -> None:
+    available = mem_available_mib()
+    if available < memory_mib + MEMORY_HEADROOM_MIB:
+        raise HarnessError(f"only {available} MiB of memory available; the VM needs {memory_mib} MiB "
+                           f"plus {MEMORY_HEADROOM_MIB} MiB headroom",
+                           hint="stop kept VMs (python -m harness list / prune)")
+    for where in (paths.cache_dir(), paths.runs_dir()):
+        probe = where
+        while not probe.exists():
+            probe = probe.parent
+        free_gib = shutil.disk_usage(probe).free / 2**30
+        if free_gib < MIN_FREE_DISK_GIB:
+            raise HarnessError(f"only {free_gib:.1f} GiB free under {where}; need {MIN_FREE_DISK_GIB} GiB",
+                               hint="python -m harness prune, or point BOMA_CACHE_DIR elsewhere")
+
+
+def check_capacity(uri: str) -> None:
+    """Refuse to start another VM beyond ``$BOMA_MAX_VMS`` running test VMs."""
+    limit = int(os.environ.get(ENV_MAX_VMS, DEFAULT_MAX_VMS))
+    with virt.connect(uri) as conn:
+        running = [name for name, active, _ in virt.list_runs(conn) if active]
+    if len(running) >= limit:
+        raise HarnessError(
+            f"{len(running)} test VM(s) already running ({', '.join(running)}); limit is {limit}",
+            hint=f"python -m harness down --run ID, python -m harness prune, or raise {ENV_MAX_VMS}",
+        )

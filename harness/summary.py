@@ -1,0 +1,47 @@
+"""The per-run summary JSON: each phase's duration and the verdict."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Phases that exercise the system under test; everything else is harness overhead.
+SUT_PHASES = ("boot", "apply", "reboot", "verify")
+
+
+@dataclass
+class Summary:
+    run_id: str
+    host: str
+    tier: str
+    accel: str = ""
+    boot_mode: str = ""
+    verdict: str = "running"  # pass | fail | error | interrupted | bad-input
+    failed_phase: str | None = None
+    reason: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+    total_s: float = 0.0
+    overhead_s: float = 0.0
+    kept: bool = False
+    controller: str = field(default_factory=platform.node)
+
+    def finish(self, verdict: str) -> None:
+        self.verdict = verdict
+        self.total_s = round(time.time() - self.started, 1)
+        sut = sum(self.phases.get(p, 0.0) for p in SUT_PHASES)
+        self.overhead_s = round(max(0.0, self.total_s - sut), 1)
+
+    def write(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "summary.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def table(self) -> str:
+        rows = [f"  {name:<10} {secs:8.1f}s" for name, secs in self.phases.items()]
+        rows.append(f"  {'total':<10} {self.total_s:8.1f}s  (harness overhead {self.overhead_s:.1f}s)")
+        return "\n".join(rows)

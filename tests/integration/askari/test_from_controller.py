@@ -1,0 +1,86 @@
+"""askari's published ports, probed from the controller through the loopback forwards.
+
+An in-guest check is not enough (FACTS.md): docker-proxy answers 127.0.0.1:443 inside the
+guest even while the forward chain drops everything arriving from outside.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+
+import pytest
+from cryptography import x509
+
+# Caddy may still be starting when SSH comes back after the reboot; this is how long the port
+# gets to answer before it is declared dead.
+PORT_ANSWER_TIMEOUT = 120.0
+PROBE_TIMEOUT = 10.0
+PROBE_INTERVAL = 3.0
+GOOD_STATUSES = {200, 308, 404, 502, 503}
+
+
+def _ports(profile):
+    return {p["name"]: p for p in profile["published_ports"]}
+
+
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # this check is about reachability; issuers are below
+    return context
+
+
+def _request(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+    try:
+        if tls:
+            # Connect to the loopback forward but present the route's name as SNI, as a real
+            # client would: Caddy has no certificate for a bare IP address.
+            raw = socket.create_connection(("127.0.0.1", port), timeout=PROBE_TIMEOUT)
+            conn.sock = _tls_context().wrap_socket(raw, server_hostname=sni)
+        conn.request("GET", "/", headers={"Host": sni or "127.0.0.1"})
+        status = conn.getresponse().status
+        der = conn.sock.getpeercert(binary_form=True) if tls else None
+        return status, der
+    finally:
+        conn.close()
+
+
+def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
+    deadline = time.monotonic() + PORT_ANSWER_TIMEOUT
+    last = "nothing yet"
+    while True:
+        try:
+            return _request(port, sni, tls)
+        except (OSError, http.client.HTTPException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            pytest.fail(f"127.0.0.1:{port} (SNI {sni}) did not answer from the controller within "
+                        f"{PORT_ANSWER_TIMEOUT:.0f}s; last seen: {last}")
+        time.sleep(PROBE_INTERVAL)
+
+
+def test_https_answers_from_controller(run_state, profile):
+    https = _ports(profile)["https"]
+    status, _der = _answer(run_state["ports"][str(https["guest"])], https.get("sni"), tls=True)
+    assert status in GOOD_STATUSES, f"HTTPS answered with unexpected status {status}"
+
+
+def test_http_answers_from_controller(run_state, profile):
+    http_port = _ports(profile)["http"]
+    status, _ = _answer(run_state["ports"][str(http_port["guest"])], None, tls=False)
+    assert status in GOOD_STATUSES, f"HTTP answered with unexpected status {status}"
+
+
+def test_served_certificate_comes_from_the_tier_issuer(run_state, profile, tier):
+    expected = tier.get("issuer_contains")
+    if not expected:
+        pytest.skip(f"tier {run_state['tier']} names no expected issuer")
+    https = _ports(profile)["https"]
+    _status, der = _answer(run_state["ports"][str(https["guest"])], https.get("sni"), tls=True)
+    assert der is not None
+    issuer = x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+    assert expected in issuer, f"served certificate issued by {issuer!r}, expected {expected!r}"
