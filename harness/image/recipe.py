@@ -219,5 +219,5 @@ root="$1"
 mkdir -p "$root/etc/caddy" "$root/var/lib/caddy" "$root/srv"
 # A container has no hostname or resolver of its own: docker provides both.
 rm -f "$root/etc/hostname"
-: > "$root/etc/resolv.conf"
+install -m 0644 /dev/null "$root/etc/resolv.conf"
 """

@@ -1,0 +1,66 @@
+"""The integration matrix (host profile × cert tier), read from files with the stdlib only.
+
+The noxfile imports this to list sessions, so ``nox -l`` works without libvirt, Ansible or
+even PyYAML installed. Full validation happens in :mod:`harness.config` when a cell runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ENV_ON_DEMAND = "BOMA_ON_DEMAND_TIERS"  # "1": include on-demand tiers (le-prod-wildcard)
+ENV_INTERNET = "BOMA_HAS_INTERNET"  # "1": this controller may reach the internet
+NEED_ENV = {"gandi_token": "GANDI_BEARER_TOKEN"}
+
+_FLOW_LIST = re.compile(r"^\s*{key}:\s*\[(?P<items>[^\]]*)\]\s*(#.*)?$", re.M)
+_SCALAR = re.compile(r"^\s*{key}:\s*(?P<value>[^#\n]*?)\s*(#.*)?$", re.M)
+
+
+def _flow_list(text: str, key: str) -> list[str]:
+    match = re.search(_FLOW_LIST.pattern.format(key=re.escape(key)), text, re.M)
+    if not match:
+        return []
+    return [item.strip().strip("'\"") for item in match["items"].split(",") if item.strip()]
+
+
+def _scalar(text: str, key: str) -> str:
+    match = re.search(_SCALAR.pattern.format(key=re.escape(key)), text, re.M)
+    return match["value"].strip().strip("'\"") if match else ""
+
+
+@dataclass(frozen=True)
+class Cell:
+    host: str
+    certs: str
+    description: str
+    needs: tuple[str, ...]
+
+    def skip_reason(self, env: dict[str, str] | None = None) -> str | None:
+        """Why this cell cannot run on this controller, or None."""
+        env = dict(os.environ) if env is None else env
+        missing = []
+        for need in self.needs:
+            if need == "internet" and env.get(ENV_INTERNET) != "1":
+                missing.append(f"internet access (set {ENV_INTERNET}=1 on a controller that has it)")
+            elif need in NEED_ENV and not env.get(NEED_ENV[need]):
+                missing.append(f"{NEED_ENV[need]} in the environment")
+        return f"tier {self.certs!r} needs " + " and ".join(missing) if missing else None
+
+
+def cells(repo: Path = REPO, env: dict[str, str] | None = None) -> list[Cell]:
+    env = dict(os.environ) if env is None else env
+    found = []
+    for profile in sorted((repo / "profiles").glob("*.yml")):
+        text = profile.read_text(encoding="utf-8")
+        host_desc = _scalar(text, "description")
+        for tier in _flow_list(text, "cert_tiers"):
+            tier_text = (repo / "certs" / f"{tier}.yml").read_text(encoding="utf-8")
+            if _scalar(tier_text, "on_demand") == "true" and env.get(ENV_ON_DEMAND) != "1":
+                continue
+            desc = f"{profile.stem}: {host_desc}; certs: {_scalar(tier_text, 'description')}"
+            found.append(Cell(profile.stem, tier, desc, tuple(_flow_list(tier_text, "needs"))))
+    return found

@@ -1,0 +1,91 @@
+"""The 2026-06-17 incident, reproduced RED and fixed GREEN on a real VM.
+
+One VM is taken through both halves: boot → apply RED (the repository before the fix) →
+real reboot → verify must FAIL for the right reason → apply the repository as it is →
+real reboot → verify must PASS. Why one VM and not two: a second boot plus a second cold
+apply (Docker's packages under TCG) would add about seven minutes to every CI run, while the
+incident lives entirely in what is loaded at boot: each half ends in its own real reboot,
+proven by a changed boot_id, so the GREEN verdict is judged on a boot that started from the
+fixed configuration on disk, exactly as a real host would after the fix was deployed.
+
+The GREEN half applies the role as committed, not a toggle: if the fix is reverted in
+roles/docker_host, the GREEN half fails.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness import log, paths
+from harness.cycle import CycleOptions, Keep, guarded, prepare, running_vm
+from harness.errors import VerificationFailed
+from harness.evidence import forward_chain_is_pure_drop
+from harness.state import new_run_id
+from harness.summary import Summary
+
+pytestmark = pytest.mark.e2e
+
+RED_OVERLAY = paths.OVERRIDES_DIR / "askari-red.yml"
+DEADLINE = 3000.0
+# The checks the incident must break, and the only ones it may break.
+PORT_CHECK = "test_https_answers_from_controller"
+INCIDENT_CHECKS = {
+    PORT_CHECK,
+    "test_http_answers_from_controller",
+    "test_served_certificate_comes_from_the_tier_issuer",
+    "test_forward_chain_permits_container_traffic",
+}
+
+
+def failed_checks(junit: Path) -> dict[str, str]:
+    """name → failure message of every failed or errored test case in a JUnit file."""
+    failed = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        for outcome in ("failure", "error"):
+            node = case.find(outcome)
+            if node is not None:
+                failed[case.get("name", "?").split("[")[0]] = node.get("message", "")
+    return failed
+
+
+def test_incident_red_then_green() -> None:
+    options = CycleOptions(host="askari", certs="internal", keep=Keep.NEVER, deadline=DEADLINE)
+    summary = Summary(run_id=new_run_id(), host="askari", tier="internal")
+    out = paths.run_artifacts("askari", "internal", summary.run_id)
+    try:
+        with guarded(DEADLINE):
+            request = prepare(options, summary.phases)
+            with running_vm(request, summary, Keep.NEVER) as vm:
+                with log.step("RED: apply without the container-forward drop-in", summary.phases):
+                    vm.apply((RED_OVERLAY,))
+                with log.step("RED: reboot", summary.phases):
+                    vm.reboot()
+                with log.step("RED: verify (must fail)", summary.phases):
+                    with pytest.raises(VerificationFailed):
+                        vm.verify(label="verify-red")
+                bundle = vm.collect_evidence(reason="RED half of the incident test: failure expected",
+                                             label="evidence-red")
+
+                failed = failed_checks(vm.state.artifacts_dir / "junit-verify-red.xml")
+                assert PORT_CHECK in failed, f"RED failed, but not on the published port: {failed}"
+                assert "did not answer from the controller" in failed[PORT_CHECK], failed[PORT_CHECK]
+                assert set(failed) <= INCIDENT_CHECKS, f"RED broke more than the incident: {failed}"
+                ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
+                assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
+                assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
+
+                with log.step("GREEN: apply the repository as it is", summary.phases):
+                    vm.apply()
+                with log.step("GREEN: reboot", summary.phases):
+                    vm.reboot()
+                with log.step("GREEN: verify (must pass)", summary.phases):
+                    vm.verify(label="verify-green")
+        summary.finish("pass")
+    except BaseException:
+        summary.finish("fail")
+        raise
+    finally:
+        log.info(f"summary:\n{summary.table()}\nsummary file: {summary.write(out)}")
