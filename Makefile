@@ -12,6 +12,8 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PREREQS := python3-venv python3-dev gcc pkg-config libvirt-dev
 CERTS     ?= internal
 KEEP      ?=
+# Extra ansible-playbook arguments for bootstrap, e.g. BOOTSTRAP_ARGS='-e @runner.yml'
+BOOTSTRAP_ARGS ?=
 
 .PHONY: help venv bootstrap lint unit e2e test test-integration test-integration-clean
 
@@ -37,7 +39,7 @@ bootstrap: venv ## install the harness substrate on this machine (roles/integrat
 	@echo "==> applying playbooks/workstation.yml to this machine (QEMU, libvirt, mmdebstrap, ...)"
 	@ANSIBLE_CONFIG=ansible.cfg $(VENV)/bin/ansible-playbook -i localhost, -c local \
 	  -e workstation__hosts=localhost -e ansible_python_interpreter=/usr/bin/python3 \
-	  playbooks/workstation.yml
+	  $(BOOTSTRAP_ARGS) playbooks/workstation.yml
 
 lint: venv ## ruff, mypy, ansible-lint, yamllint, tag check, syntax checks, actionlint
 	@$(NOX) -s lint

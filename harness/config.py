@@ -134,12 +134,16 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
         _need(path, isinstance(tags, list), f"step {playbook!r}: 'tags' must be a list")
         steps.append(PlaybookStep(playbook, tuple(str(t) for t in tags)))
     overrides = []
-    for entry in data.get("overrides", []):
+    overrides_raw = data.get("overrides", [])
+    _need(path, isinstance(overrides_raw, list), "'overrides' must be a list")
+    for entry in overrides_raw:
         file = paths.OVERRIDES_DIR / str(entry)
         _need(path, file.is_file(), f"override file {file} not found")
         overrides.append(file)
     ports = []
-    for raw in data.get("published_ports", []):
+    ports_raw = data.get("published_ports", [])
+    _need(path, isinstance(ports_raw, list), "'published_ports' must be a list")
+    for raw in ports_raw:
         _need(path, isinstance(raw, dict) and isinstance(raw.get("guest"), int)
               and 0 < raw["guest"] < 65536 and isinstance(raw.get("name"), str),
               "each published port needs 'name' and an integer 'guest' port")
@@ -190,8 +194,10 @@ def load_tier(name: str, directory: Path | None = None) -> CertTier:
     known_vars = role_variables("reverse_proxy")
     unknown = sorted(k for k in variables if not k.startswith(TIER_VAR_PREFIX) or k not in known_vars)
     _need(path, not unknown, f"unknown variable(s) for the reverse_proxy role: {', '.join(unknown)}")
+    needs_raw = meta.get("needs", [])
+    _need(path, isinstance(needs_raw, list), f"'{TIER_META_KEY}.needs' must be a list")
     try:
-        needs = tuple(Need(n) for n in meta.get("needs", []))
+        needs = tuple(Need(n) for n in needs_raw)
     except ValueError as exc:
         raise BadInput(f"{path}: {exc}; known needs: {', '.join(n.value for n in Need)}") from exc
     tier = CertTier(

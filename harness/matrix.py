@@ -59,7 +59,10 @@ def cells(repo: Path = REPO, env: dict[str, str] | None = None) -> list[Cell]:
         host_desc = _scalar(text, "description")
         for tier in _flow_list(text, "cert_tiers"):
             tier_text = (repo / "certs" / f"{tier}.yml").read_text(encoding="utf-8")
-            if _scalar(tier_text, "on_demand") == "true" and env.get(ENV_ON_DEMAND) != "1":
+            # Every spelling YAML (and so harness.config) reads as true: an on-demand tier must
+            # never slip into the default matrix.
+            on_demand = _scalar(tier_text, "on_demand").lower() in ("true", "yes", "on")
+            if on_demand and env.get(ENV_ON_DEMAND) != "1":
                 continue
             desc = f"{profile.stem}: {host_desc}; certs: {_scalar(tier_text, 'description')}"
             found.append(Cell(profile.stem, tier, desc, tuple(_flow_list(tier_text, "needs"))))

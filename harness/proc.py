@@ -136,6 +136,8 @@ def stream(
     Returns the exit status: a long command's failure (ansible, pytest) is judged by the
     caller, who knows whether it means the harness broke or the system under test is wrong.
     """
+    if isinstance(argv, str):
+        raise TypeError("proc.stream takes an argument list, never a shell string")
     full = [require(argv[0]), *argv[1:]]
     log.info(f"$ {render(argv)}  (log: {logfile})")
     merged_env = {**os.environ, **env} if env is not None else None

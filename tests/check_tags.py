@@ -126,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         shown = tag.file.relative_to(root) if tag.file.is_relative_to(root) else tag.file
         print(f"{shown}:{tag.line}: tag {tag.value!r} is not in {vocabulary_file.name}", file=sys.stderr)
     if unknown:
-        print(f"check_tags: {len(unknown)} unknown tag(s); add them to {vocabulary_file} "
-              "with a one-line meaning, or use an existing tag", file=sys.stderr)
+        print(
+            f"check_tags: {len(unknown)} unknown tag(s); add them to {vocabulary_file} "
+            "with a one-line meaning, or use an existing tag",
+            file=sys.stderr,
+        )
         return 1
     print(f"check_tags: {len(files_under(root))} files, every tag is in {vocabulary_file.name}")
     return 0

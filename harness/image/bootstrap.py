@@ -27,6 +27,8 @@ class Bootstrap:
     customize_hooks: tuple[str, ...]
     output: Path
     logfile: Path
+    # Run after the Essential packages, before the --include'd ones are installed.
+    essential_hooks: tuple[str, ...] = ()
 
 
 def run(spec: Bootstrap) -> None:
@@ -46,6 +48,7 @@ def run(spec: Bootstrap) -> None:
         argv.append("--include=" + ",".join(spec.packages))
     if EATMYDATA_HOOKS.is_dir():
         argv.append(f"--hook-dir={EATMYDATA_HOOKS}")
+    argv += [f"--essential-hook={hook}" for hook in spec.essential_hooks]
     argv += [f"--customize-hook={hook}" for hook in spec.customize_hooks]
     argv += [spec.suite, str(spec.output), *spec.sources]
     status = proc.stream(argv, logfile=spec.logfile, echo=False)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from http.client import HTTPResponse
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -31,7 +32,6 @@ def download_verified(url: str, sha512sums_url: str, dest_dir: Path) -> Path:
     :class:`HarnessError` and leaves nothing behind.
     """
     name = _file_name(url)
-    _file_name(sha512sums_url)
     expected = expected_sha512(_fetch_text(sha512sums_url), name, sha512sums_url)
     dest = dest_dir / name
     if dest.is_file():
@@ -80,9 +80,11 @@ def _file_name(url: str) -> str:
     return name
 
 
-def _open(url: str) -> urllib.request._UrlopenRet:
+def _open(url: str) -> HTTPResponse:
+    _file_name(url)  # http(s) only: never file:// or custom schemes
     try:
-        return urllib.request.urlopen(url, timeout=SOCKET_TIMEOUT)
+        response: HTTPResponse = urllib.request.urlopen(url, timeout=SOCKET_TIMEOUT)  # noqa: S310 - scheme checked above
+        return response
     except (urllib.error.URLError, OSError) as exc:
         raise HarnessError(
             f"could not fetch {url}: {exc}",

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import log
 from harness.errors import HarnessError
 from harness.image import bootstrap, cache, disk
-from harness.image.recipe import GOLDEN_CUSTOMIZE, GoldenRecipe, golden_files
+from harness.image.recipe import (
+    GOLDEN_CUSTOMIZE,
+    GoldenRecipe,
+    golden_early_files,
+    golden_files,
+)
 from harness.paths import cache_dir
 
 DISK = "disk.qcow2"
@@ -96,8 +102,11 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
                     variant="apt",
                     sources=tuple(recipe.apt_sources()),
                     packages=recipe.packages,
+                    essential_hooks=(
+                        f"sync-in {_stage(golden_early_files(recipe), work / 'early')} /",
+                    ),
                     customize_hooks=(
-                        f"sync-in {_stage_files(recipe, work / 'files')} /",
+                        f"sync-in {_stage(golden_files(recipe), work / 'files')} /",
                         str(bootstrap.write_hook(work / "customize.sh", GOLDEN_CUSTOMIZE)),
                     ),
                     output=rootfs,
@@ -132,10 +141,10 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
     log.info(f"golden image {key}: {size / 2**20:.0f} MiB qcow2, kernel {version}")
 
 
-def _stage_files(recipe: GoldenRecipe, stage: Path) -> Path:
-    """Lay out :func:`golden_files` as a tree for mmdebstrap's ``sync-in`` hook."""
+def _stage(files: Mapping[str, str], stage: Path) -> Path:
+    """Lay out ``files`` (guest path → content) as a tree for mmdebstrap's ``sync-in`` hook."""
     bootstrap.check_hook_path(stage)
-    for guest_path, content in golden_files(recipe).items():
+    for guest_path, content in files.items():
         target = stage / guest_path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")

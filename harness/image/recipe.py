@@ -68,6 +68,7 @@ class GoldenRecipe:
                 "kind": "golden",
                 "version": RECIPE_VERSION,
                 "recipe": asdict(self),
+                "early_files": golden_early_files(self),
                 "files": golden_files(self),
                 "customize": GOLDEN_CUSTOMIZE,
             }
@@ -115,8 +116,17 @@ class CaddyRecipe:
         )
 
 
+def golden_early_files(recipe: GoldenRecipe) -> Mapping[str, str]:
+    """Files in place before the packages are installed: guest path → content.
+
+    initramfs-tools only puts fsck into the initramfs if /etc/fstab lists the root file
+    system when the kernel's initramfs is generated.
+    """
+    return {"/etc/fstab": "LABEL=root / ext4 errors=remount-ro 0 1\n"}
+
+
 def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:
-    """Files (absolute guest path → content) copied into the golden image over the packages."""
+    """Files copied into the golden image after the packages: guest path → content."""
     keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
     return {
         # Only the NoCloud seed (a `cidata` ISO) is consulted, so boot never waits on probing
@@ -130,7 +140,6 @@ def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:
         "/etc/systemd/network/80-boma-dhcp.network": (
             "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
         ),
-        "/etc/fstab": "LABEL=root / ext4 errors=remount-ro 0 1\n",
         "/etc/hostname": "debian\n",
         "/etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
         "/etc/apt/sources.list.d/debian.sources": (

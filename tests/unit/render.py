@@ -40,7 +40,9 @@ def group_vars(inventory: Path, group: str) -> list[Path]:
     base = inventory / "group_vars"
     single = [base / f"{group}.yml", base / f"{group}.yaml"]
     directory = base / group
-    nested = sorted(p for p in directory.glob("*") if p.suffix in {".yml", ".yaml"}) if directory.is_dir() else []
+    nested = (
+        sorted(p for p in directory.glob("*") if p.suffix in {".yml", ".yaml"}) if directory.is_dir() else []
+    )
     return [p for p in single if p.is_file()] + nested
 
 

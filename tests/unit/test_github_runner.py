@@ -93,7 +93,9 @@ def single(unit: Unit, section: str, key: str) -> str:
     return found[0]
 
 
-def iter_tasks(tasks: list[dict[str, Any]] | None, inherited_no_log: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
+def iter_tasks(
+    tasks: list[dict[str, Any]] | None, inherited_no_log: bool = False
+) -> Iterator[tuple[dict[str, Any], bool]]:
     """Every task, blocks flattened, with the no_log it ends up with."""
     for task in tasks or []:
         no_log = task.get("no_log", inherited_no_log)
@@ -138,7 +140,9 @@ def test_token_default_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_default_checksum_is_a_placeholder_the_role_refuses() -> None:
     inputs = load_role_file("tasks/inputs.yml")
-    (check,) = [task for task in inputs if "github_runner__sha256" in str(task.get("ansible.builtin.assert", {}))]
+    (check,) = [
+        task for task in inputs if "github_runner__sha256" in str(task.get("ansible.builtin.assert", {}))
+    ]
     conditions = check["ansible.builtin.assert"]["that"]
 
     def passes(sha256: str) -> bool:
@@ -152,7 +156,10 @@ def test_default_checksum_is_a_placeholder_the_role_refuses() -> None:
 
 def test_download_url_follows_the_version() -> None:
     url = templar(github_runner__version="9.8.7").template(role_defaults()["github_runner__archive_url"])
-    assert url == "https://github.com/actions/runner/releases/download/v9.8.7/actions-runner-linux-x64-9.8.7.tar.gz"
+    assert (
+        url
+        == "https://github.com/actions/runner/releases/download/v9.8.7/actions-runner-linux-x64-9.8.7.tar.gz"
+    )
 
 
 def test_unit_starts_with_the_managed_header() -> None:
@@ -172,10 +179,18 @@ def test_unit_runs_the_runner_as_its_own_user(unit: Unit) -> None:
     assert "libvirtd.service" in single(unit, "Unit", "After").split()
 
 
-def test_unit_shares_the_image_cache(unit: Unit) -> None:
-    assert values(unit, "Service", "Environment") == ["BOMA_CACHE_DIR=/var/cache/boma"]
-    with_other_cache = parse_unit(render_unit(integration_test__cache_dir="/srv/boma-cache"))
-    assert values(with_other_cache, "Service", "Environment") == ["BOMA_CACHE_DIR=/srv/boma-cache"]
+def test_unit_shares_the_harness_directories(unit: Unit) -> None:
+    assert values(unit, "Service", "Environment") == [
+        "BOMA_CACHE_DIR=/var/cache/boma",
+        "BOMA_RUNS_DIR=/var/lib/boma/runs",
+    ]
+    elsewhere = parse_unit(
+        render_unit(integration_test__cache_dir="/srv/cache", integration_test__runs_dir="/srv/runs")
+    )
+    assert values(elsewhere, "Service", "Environment") == [
+        "BOMA_CACHE_DIR=/srv/cache",
+        "BOMA_RUNS_DIR=/srv/runs",
+    ]
 
 
 def test_unit_hardening_keeps_libvirt_and_kvm_reachable(unit: Unit) -> None:
@@ -184,7 +199,14 @@ def test_unit_hardening_keeps_libvirt_and_kvm_reachable(unit: Unit) -> None:
     assert "AF_UNIX" in single(unit, "Service", "RestrictAddressFamilies").split()
     settings = {key for key, _ in unit["Service"]}
     # Each of these would cut the jobs off /dev/kvm or from libvirt's QEMU.
-    for forbidden in ("PrivateDevices", "ProtectClock", "DeviceAllow", "DevicePolicy", "PrivateTmp", "PrivateNetwork"):
+    for forbidden in (
+        "PrivateDevices",
+        "ProtectClock",
+        "DeviceAllow",
+        "DevicePolicy",
+        "PrivateTmp",
+        "PrivateNetwork",
+    ):
         assert forbidden not in settings, f"{forbidden}= would break the harness"
 
 
@@ -215,6 +237,15 @@ def test_registration_passes_labels_and_url_to_config_sh() -> None:
     assert [arg for arg in argv if SENTINEL_TOKEN in arg] == [SENTINEL_TOKEN]
 
 
+def test_runner_is_named_after_the_host_not_the_inventory_alias() -> None:
+    name = role_defaults()["github_runner__name"]
+    assert (
+        templar(ansible_facts={"hostname": "kilima"}, inventory_hostname="localhost").template(name)
+        == "kilima"
+    )
+    assert templar().template(name) == "control"
+
+
 def test_every_task_that_touches_the_token_has_no_log() -> None:
     touching = []
     for path in role_task_files():
@@ -222,7 +253,9 @@ def test_every_task_that_touches_the_token_has_no_log() -> None:
             text = yaml.safe_dump(task)
             if TOKEN_REFERENCE.search(text):
                 touching.append(task.get("name"))
-                assert no_log is True, f"{path.name}: task {task.get('name')!r} uses the token without no_log: true"
+                assert no_log is True, (
+                    f"{path.name}: task {task.get('name')!r} uses the token without no_log: true"
+                )
     # Guards against the test passing because it found nothing to check.
     assert "Register the runner" in touching
 

@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import BadInput
 from harness.image import recipe as recipe_module
-from harness.image.recipe import CaddyRecipe, GoldenRecipe, golden_files
+from harness.image.recipe import CaddyRecipe, GoldenRecipe, golden_early_files, golden_files
 
 
 def test_golden_key_is_short_hex_and_stable() -> None:
@@ -57,7 +57,7 @@ def test_files_carry_the_cmdline_and_cloud_init_limits() -> None:
     files = golden_files(GoldenRecipe())
     assert f"linux /vmlinuz {recipe_module.KERNEL_CMDLINE}" in files["/boot/grub/grub.cfg"]
     assert "datasource_list: [NoCloud, None]" in files["/etc/cloud/cloud.cfg.d/99-boma.cfg"]
-    assert "LABEL=root / ext4 errors=remount-ro 0 1" in files["/etc/fstab"]
+    assert "LABEL=root / ext4 errors=remount-ro 0 1" in golden_early_files(GoldenRecipe())["/etc/fstab"]
     assert "console=ttyS0,115200n8" in GoldenRecipe().cmdline
 
 

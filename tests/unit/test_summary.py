@@ -1,0 +1,62 @@
+"""The per-run summary: total, harness overhead and a JSON file that reads back the same."""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import pytest
+
+from harness import summary as summary_module
+from harness.summary import Summary
+
+STARTED = 1_750_000_000.0
+
+
+def at(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
+    monkeypatch.setattr(summary_module, "time", types.SimpleNamespace(time=lambda: now))
+
+
+def test_finish_computes_total_and_overhead(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
+    run.phases = {"preflight": 4.0, "image": 6.0, "boot": 80.0, "apply": 300.0, "reboot": 84.0,
+                  "verify": 20.0, "teardown": 3.0}
+    at(monkeypatch, STARTED + 500.04)
+    run.finish("pass")
+    assert run.verdict == "pass"
+    assert run.total_s == 500.0
+    assert run.overhead_s == 16.0  # 500 − (80 + 300 + 84 + 20)
+
+
+def test_overhead_is_never_negative(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
+    run.phases = {"boot": 90.0}
+    at(monkeypatch, STARTED + 60)
+    run.finish("error")
+    assert (run.total_s, run.overhead_s) == (60.0, 0.0)
+
+
+def test_write_round_trips_through_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="0001", host="askari", tier="le-staging", accel="tcg", boot_mode="direct",
+                  failed_phase="verify", reason="checks failed", started=STARTED, kept=True)
+    run.phases = {"boot": 80.5, "verify": 10.0}
+    at(monkeypatch, STARTED + 100)
+    run.finish("fail")
+    path = run.write(tmp_path / "artifacts" / "askari-le-staging-0001")
+    assert path == tmp_path / "artifacts" / "askari-le-staging-0001" / "summary.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    assert data["verdict"] == "fail"
+    assert data["phases"] == {"boot": 80.5, "verify": 10.0}
+    assert Summary(**data) == run
+
+
+def test_table_lists_phases_and_the_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
+    run.phases = {"boot": 80.0, "apply": 20.0}
+    at(monkeypatch, STARTED + 110)
+    run.finish("pass")
+    lines = run.table().splitlines()
+    assert [line.split()[0] for line in lines] == ["boot", "apply", "total"]
+    assert "110.0s" in lines[-1]
+    assert "harness overhead 10.0s" in lines[-1]
