@@ -152,6 +152,14 @@ def assert_isolated(inventory: RenderedInventory, real_inventory: Path) -> None:
     forbidden = hosts & real_hosts(real_inventory)
     if hosts != {inventory.host} or forbidden:
         raise HarnessError(f"inventory isolation violated: resolves to {sorted(hosts)}")
-    address = hostvars[inventory.host].get("ansible_host")
+    resolved = hostvars[inventory.host]
+    address = resolved.get("ansible_host")
     if address != LOOPBACK:
         raise HarnessError(f"inventory isolation violated: {inventory.host} resolves to {address!r}")
+    # Linked group_vars are not filtered: a connection variable the harness did not set itself
+    # (ansible_ssh_extra_args with a ProxyJump, say) would be inherited from production.
+    ours = yaml.safe_load(inventory.connection_vars.read_text(encoding="utf-8")) or {}
+    inherited = sorted(k for k, v in resolved.items() if CONNECTION_VAR.match(k) and ours.get(k) != v)
+    if inherited:
+        raise HarnessError(f"inventory isolation violated: {inventory.host} inherits connection "
+                           f"variable(s) {', '.join(inherited)} from the real inventory")

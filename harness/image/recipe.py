@@ -119,10 +119,14 @@ class CaddyRecipe:
 def golden_early_files(recipe: GoldenRecipe) -> Mapping[str, str]:
     """Files in place before the packages are installed: guest path → content.
 
-    initramfs-tools only puts fsck into the initramfs if /etc/fstab lists the root file
-    system when the kernel's initramfs is generated.
+    The kernel's initramfs is generated while the packages are installed; its fsck hook
+    needs /etc/fstab to list the root file system by then.
     """
-    return {"/etc/fstab": "LABEL=root / ext4 errors=remount-ro 0 1\n"}
+    return {
+        "/etc/fstab": "LABEL=root / ext4 errors=remount-ro 0 1\n",
+        # The build cannot resolve LABEL=root to learn the type; zstd (a Recommends) is absent.
+        "/etc/initramfs-tools/conf.d/boma.conf": "FSTYPE=ext4\nCOMPRESS=gzip\n",
+    }
 
 
 def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:

@@ -209,7 +209,8 @@ def test_good_tmp_tier_loads(tmp_path: Path) -> None:
 
 
 def test_tier_without_meta(tmp_path: Path) -> None:
-    assert "missing the 'boma_tier' mapping" in bad_tier(tmp_path, "reverse_proxy__tls_internal: true\n").message
+    error = bad_tier(tmp_path, "reverse_proxy__tls_internal: true\n")
+    assert "missing the 'boma_tier' mapping" in error.message
 
 
 def test_tier_unknown_meta_key(tmp_path: Path) -> None:
@@ -248,7 +249,8 @@ def test_tier_needs_that_are_not_a_list_are_bad_input_not_a_crash(tmp_path: Path
         ("pebble: true", "reverse_proxy__tls_internal: true", "tls_internal contradicts pebble"),
         ("needs: [internet]", "reverse_proxy__acme_ca: https://ca.invalid/dir\n"
          "reverse_proxy__acme_dns_provider: gandi", "a DNS provider needs the token"),
-        ("needs: [gandi_token]", "reverse_proxy__acme_ca: https://ca.invalid/dir", "sets no gandi DNS provider"),
+        ("needs: [gandi_token]", "reverse_proxy__acme_ca: https://ca.invalid/dir",
+         "sets no gandi DNS provider"),
         ("needs: []", "reverse_proxy__tls_internal: false", "a tier must choose a CA"),
     ],
 )

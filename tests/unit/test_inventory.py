@@ -192,5 +192,15 @@ def test_a_vm_that_resolves_elsewhere_is_refused(tmp_path: Path) -> None:
     assert "ansible_host: 127.0.0.1" in text
     hosts_file.write_text(text.replace("ansible_host: 127.0.0.1", "ansible_host: 77.42.120.136"),
                           encoding="utf-8")
-    with pytest.raises(HarnessError, match="resolves to '77.42.120.136'"):
+    with pytest.raises(HarnessError, match=r"resolves to '77\.42\.120\.136'"):
         inventory.assert_isolated(rendered, paths.PRODUCTION_INVENTORY)
+
+
+def test_an_inherited_connection_variable_is_refused(tmp_path: Path, fake_real: Path) -> None:
+    """group_vars are linked whole; one that reroutes SSH (a ProxyJump through a real host) must
+    stop the run, since the harness's own connection variables do not set it."""
+    write(fake_real / "group_vars" / "offsite_hosts" / "ssh.yml",
+          "ansible_ssh_extra_args: -o ProxyJump=askari.example\n")
+    rendered = render(tmp_path, fake_real)
+    with pytest.raises(HarnessError, match=r"inherits connection variable.*ansible_ssh_extra_args"):
+        inventory.assert_isolated(rendered, fake_real)

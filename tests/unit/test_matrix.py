@@ -109,7 +109,8 @@ def test_matrix_imports_no_yaml() -> None:
 def write_repo(root: Path, on_demand: str) -> Path:
     (root / "profiles").mkdir(parents=True)
     (root / "certs").mkdir()
-    (root / "profiles" / "vm.yml").write_text("description: a vm\ncert_tiers: [prod, lab]\n", encoding="utf-8")
+    profile = "description: a vm\ncert_tiers: [prod, lab]\n"
+    (root / "profiles" / "vm.yml").write_text(profile, encoding="utf-8")
     (root / "certs" / "prod.yml").write_text(textwrap.dedent(f"""\
         boma_tier:
           description: production # real rate limits

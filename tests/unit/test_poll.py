@@ -70,7 +70,7 @@ def test_an_empty_not_yet_keeps_the_previous_observation() -> None:
     def probe() -> None:
         raise NotYet(next(answers, ""))
 
-    with pytest.raises(HarnessError, match="last seen: disk busy$"):
+    with pytest.raises(HarnessError, match=r"last seen: disk busy$"):
         wait_until(probe, what="disk", timeout=0.1, interval=0.02)
 
 

@@ -106,12 +106,11 @@ def test_no_address_but_loopback_appears_anywhere() -> None:
 
 
 def test_serial_console_goes_to_the_run_file() -> None:
-    root = parse(virt.domain_xml(spec()))
-    source = root.find("devices/serial/source")
+    [serial] = parse(virt.domain_xml(spec())).iterfind("devices/serial")
+    assert serial.attrib["type"] == "file"
+    source = serial.find("source")
     assert source is not None
-    assert root.find("devices/serial") is not None
-    assert root.find("devices/serial").attrib["type"] == "file"  # type: ignore[union-attr]
-    assert source.attrib["path"] == "/runs/0001/console.log"
+    assert source.attrib == {"path": "/runs/0001/console.log", "append": "on"}
 
 
 def test_disks_are_the_overlay_and_the_seed() -> None:

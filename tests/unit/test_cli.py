@@ -1,0 +1,211 @@
+"""The CLI: a bad request exits 2 with one 'bad input' line and creates nothing; list and prune
+work from libvirt's metadata; the parser refuses contradictions."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from harness import cli, paths, preflight, virt
+from harness.accel import Accel
+from harness.state import RunState
+
+TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
+
+
+class GotTooFar(Exception):
+    """Raised if a bad request reaches preflight: it should have been refused before."""
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    made = {}
+    for name in ("BOMA_RUNS_DIR", "BOMA_ARTIFACTS_DIR", "BOMA_CACHE_DIR"):
+        folder = tmp_path / name.lower()
+        folder.mkdir()
+        monkeypatch.setenv(name, str(folder))
+        made[name] = folder
+    monkeypatch.delenv("BOMA_ACCEL", raising=False)
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise GotTooFar("a bad request reached preflight")
+
+    monkeypatch.setattr(preflight, "check_tools", refuse)
+    return made
+
+
+def bad_input(argv: list[str], dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI; assert exit 2, a one-line message (plus an optional hint), nothing created."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines[0].startswith("bad input: ")
+    assert all(line.startswith("  hint: ") for line in lines[1:]), err
+    assert "Traceback" not in err
+    for name, folder in dirs.items():
+        assert list(folder.iterdir()) == [], f"{name} was written to"
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["cycle", "up"])
+def test_unknown_host(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], command: str) -> None:
+    line = bad_input([command, "--host", "nosuchhost", "--uri", TEST_URI], dirs, capsys)
+    assert "unknown host profile 'nosuchhost'" in line
+
+
+@pytest.mark.parametrize("command", ["cycle", "up"])
+def test_unknown_tier(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], command: str) -> None:
+    line = bad_input([command, "--host", "askari", "--certs", "le-nope", "--uri", TEST_URI], dirs, capsys)
+    assert "unknown cert tier 'le-nope'" in line
+
+
+def test_tier_the_host_does_not_take(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    certs = tmp_path / "certs"
+    shutil.copytree(paths.CERTS_DIR, certs)
+    (certs / "lab-only.yml").write_text(
+        "boma_tier:\n  description: lab\n  needs: []\nreverse_proxy__tls_internal: true\n", encoding="utf-8")
+    monkeypatch.setattr(paths, "CERTS_DIR", certs)
+    line = bad_input(["cycle", "--host", "askari", "--certs", "lab-only", "--uri", TEST_URI], dirs, capsys)
+    assert "host 'askari' does not take cert tier 'lab-only'" in line
+
+
+def test_missing_override_file(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such-overlay.yml"
+    line = bad_input(["cycle", "--host", "askari", "--override", str(missing), "--uri", TEST_URI],
+                     dirs, capsys)
+    assert f"override file {missing} not found" in line
+
+
+def test_bad_accelerator_from_the_environment(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOMA_ACCEL", "hvf")
+    line = bad_input(["cycle", "--host", "askari", "--uri", TEST_URI], dirs, capsys)
+    assert "unknown accelerator 'hvf'" in line
+
+
+def test_console_without_runs(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert "no kept run" in bad_input(["console"], dirs, capsys)
+
+
+def test_a_good_request_does_reach_preflight(dirs: dict[str, Path]) -> None:
+    """The guard above is live: a valid request gets past validation to preflight."""
+    with pytest.raises(GotTooFar):
+        cli.main(["cycle", "--host", "askari", "--certs", "internal", "--accel", "tcg", "--uri", TEST_URI])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["cycle", "--host", "askari", "--keep", "--no-keep"],
+     ["cycle", "--host", "askari", "--accel", "hvf"],
+     ["cycle", "--certs", "internal"],
+     ["frobnicate"]],
+)
+def test_parser_refuses(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_keep_and_no_keep_are_mutually_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["cycle", "--host", "askari", "--keep", "--no-keep"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# -- list and prune, against libvirt's fake driver ----------------------------------------------
+
+
+@pytest.fixture
+def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> Iterator[libvirt.virConnect]:
+    """list/prune connect to the default URI; point them at the fake driver instead."""
+    monkeypatch.setattr(virt, "connect", functools.partial(virt.connect, TEST_URI))
+    conn = libvirt.open(TEST_URI)
+    before = {dom.name() for dom in conn.listAllDomains()}
+    try:
+        yield conn
+    finally:
+        for dom in conn.listAllDomains():
+            if dom.name() not in before:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        conn.close()
+
+
+def start_vm(conn: libvirt.virConnect, run_id: str) -> str:
+    name = f"boma-it-askari-{run_id}"
+    virt.define_and_start(conn, virt.DomainSpec(
+        name=name, memory_mib=512, vcpus=1, accel=Accel.TCG, disk=Path("/nonexistent/overlay.qcow2"),
+        seed=Path("/nonexistent/seed.iso"), console_log=Path("/nonexistent/console.log"), forwards=(),
+        metadata=(("run", run_id), ("host", "askari"), ("tier", "internal")),
+    ))
+    return name
+
+
+def kept_run(runs: Path, run_id: str) -> RunState:
+    run = RunState(run_id=run_id, host="askari", tier="internal", domain=f"boma-it-askari-{run_id}",
+                   uri=TEST_URI, accel="tcg", ssh_port=40022, ports={}, run_dir=str(runs / run_id),
+                   artifacts=str(runs / "artifacts"), golden="", caddy_archive="")
+    (runs / run_id).mkdir()
+    run.save()
+    return run
+
+
+def test_list_shows_vms_and_orphaned_state(
+    fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    start_vm(fake_libvirt, "aaaa0001")
+    kept_run(dirs["BOMA_RUNS_DIR"], "aaaa0001")
+    kept_run(dirs["BOMA_RUNS_DIR"], "bbbb0002")
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[0].startswith("boma-it-askari-aaaa0001  running  run=aaaa0001 tier=internal")
+    assert "ssh -F " in out[0]
+    assert out[1].startswith("boma-it-askari-bbbb0002  (no domain)")
+    assert "test" not in {line.split()[0] for line in out}
+
+
+def test_list_with_nothing(
+    fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().out == "no test VMs and no kept runs\n"
+
+
+def test_prune_removes_test_vms_runs_and_half_built_images_only(
+    fake_libvirt: libvirt.virConnect, dirs: dict[str, Path]
+) -> None:
+    start_vm(fake_libvirt, "aaaa0001")
+    kept_run(dirs["BOMA_RUNS_DIR"], "aaaa0001")
+    cache = dirs["BOMA_CACHE_DIR"]
+    (cache / ".tmp-golden-123").mkdir()
+    (cache / "golden-abcdef").mkdir()
+    assert cli.main(["prune"]) == 0
+    assert virt.list_runs(fake_libvirt) == []
+    assert "test" in {dom.name() for dom in fake_libvirt.listAllDomains()}  # not ours: untouched
+    assert list(dirs["BOMA_RUNS_DIR"].iterdir()) == []
+    assert [p.name for p in cache.iterdir()] == ["golden-abcdef"]
+
+
+@pytest.mark.parametrize("command", ["list", "prune"])
+def test_unreachable_libvirt_is_a_harness_error(
+    command: str, dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(virt, "connect", functools.partial(virt.connect, f"test://{tmp_path}/gone.xml"))
+    assert cli.main([command]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("harness error: cannot connect to libvirt")
+    assert "hint: " in err

@@ -1,0 +1,127 @@
+"""Checks before anything boots: capacity from libvirt's metadata, memory and disk headroom."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import libvirt
+import pytest
+
+from harness import preflight, virt
+from harness.accel import Accel
+from harness.errors import HarnessError
+
+TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
+
+
+@pytest.fixture
+def conn() -> Iterator[libvirt.virConnect]:
+    connection = libvirt.open(TEST_URI)
+    before = {dom.name() for dom in connection.listAllDomains()}
+    try:
+        yield connection
+    finally:
+        for dom in connection.listAllDomains():
+            if dom.name() not in before:
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        connection.close()
+
+
+def start_vm(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
+    return virt.define_and_start(conn, virt.DomainSpec(
+        name=name, memory_mib=512, vcpus=1, accel=Accel.TCG, disk=Path("/nonexistent/overlay.qcow2"),
+        seed=Path("/nonexistent/seed.iso"), console_log=Path("/nonexistent/console.log"), forwards=(),
+        metadata=(("run", name[-4:]), ("host", "askari"), ("tier", "internal")),
+    ))
+
+
+def test_capacity_refuses_beyond_the_limit_and_names_the_vm(
+    conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOMA_MAX_VMS", "1")
+    start_vm(conn, "boma-it-askari-0001")
+    with pytest.raises(HarnessError) as caught:
+        preflight.check_capacity(TEST_URI)
+    assert "boma-it-askari-0001" in caught.value.message
+    assert "limit is 1" in caught.value.message
+    assert caught.value.hint is not None
+    assert "BOMA_MAX_VMS" in caught.value.hint
+
+
+def test_capacity_default_limit_is_one(conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BOMA_MAX_VMS", raising=False)
+    preflight.check_capacity(TEST_URI)
+    start_vm(conn, "boma-it-askari-0001")
+    with pytest.raises(HarnessError, match="limit is 1"):
+        preflight.check_capacity(TEST_URI)
+
+
+def test_capacity_counts_only_running_test_vms(
+    conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOMA_MAX_VMS", "1")
+    assert conn.lookupByName("test").isActive()  # the fake driver's own VM is not ours
+    start_vm(conn, "boma-it-askari-0001").destroy()  # ours, but stopped
+    preflight.check_capacity(TEST_URI)
+
+
+def test_capacity_may_be_raised(conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOMA_MAX_VMS", "2")
+    start_vm(conn, "boma-it-askari-0001")
+    preflight.check_capacity(TEST_URI)
+    start_vm(conn, "boma-it-askari-0002")
+    running = r"2 test VM\(s\) already running \(boma-it-askari-0001, boma-it-askari-0002\)"
+    with pytest.raises(HarnessError, match=running):
+        preflight.check_capacity(TEST_URI)
+
+
+def test_ensure_libvirt_leaves_the_fake_driver_alone() -> None:
+    preflight.ensure_libvirt(TEST_URI)
+
+
+@pytest.fixture
+def roomy_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOMA_CACHE_DIR", str(tmp_path / "cache" / "not-yet-made"))
+    monkeypatch.setenv("BOMA_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _p: SimpleNamespace(free=100 * 2**30))
+
+
+@pytest.mark.usefixtures("roomy_disk")
+def test_absurd_memory_is_refused() -> None:
+    with pytest.raises(HarnessError) as caught:
+        preflight.check_resources(10**9)
+    assert "MiB of memory available" in caught.value.message
+    assert "1000000000 MiB" in caught.value.message
+
+
+@pytest.mark.usefixtures("roomy_disk")
+def test_memory_needs_headroom(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight, "mem_available_mib", lambda: 2048 + preflight.MEMORY_HEADROOM_MIB)
+    preflight.check_resources(2048)
+    with pytest.raises(HarnessError, match="headroom"):
+        preflight.check_resources(2049)
+
+
+def test_memory_is_read_from_proc_meminfo() -> None:
+    assert preflight.mem_available_mib() > 0
+
+
+def test_too_little_disk_names_the_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache" / "deep" / "not-yet-made"
+    monkeypatch.setenv("BOMA_CACHE_DIR", str(cache))
+    monkeypatch.setenv("BOMA_RUNS_DIR", str(tmp_path))
+    monkeypatch.setattr(preflight, "mem_available_mib", lambda: 10**6)
+    probed: list[Path] = []
+
+    def disk_usage(path: Path) -> SimpleNamespace:
+        probed.append(path)
+        return SimpleNamespace(free=2 * 2**30)
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage", disk_usage)
+    with pytest.raises(HarnessError, match=f"only 2.0 GiB free under {cache}; need 6 GiB"):
+        preflight.check_resources(512)
+    assert probed == [tmp_path]  # the nearest folder that exists
