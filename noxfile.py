@@ -1,6 +1,7 @@
 """boma's sessions: the integration matrix (host profile × cert tier), lint and unit tests.
 
-`nox -l` lists them; posargs reach the harness: nox -s "integration(host='askari', certs='internal')" -- --keep
+`nox -l` lists them; posargs reach the harness:
+    nox -s "integration(host='askari', certs='internal')" -- --keep
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import nox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nox does not put the repo on sys.path
-from harness.matrix import cells  # noqa: E402  (stdlib-only: listing needs nothing installed)
+from harness.matrix import cells  # stdlib-only: listing needs nothing installed
 
 nox.options.sessions = ["lint", "unit"]
 nox.options.reuse_venv = "yes"  # libvirt-python compiles on install; reuse it between runs
@@ -45,8 +46,14 @@ def lint(session: nox.Session) -> None:
     session.run("ansible-lint")
     session.run("python", "tests/check_tags.py")
     for playbook in ("site.yml", "offsite.yml", "workstation.yml"):
-        session.run("ansible-playbook", "-i", "inventories/production", "--syntax-check",
-                    f"playbooks/{playbook}", env={"ANSIBLE_CONFIG": "ansible.cfg"})
+        session.run(
+            "ansible-playbook",
+            "-i",
+            "inventories/production",
+            "--syntax-check",
+            f"playbooks/{playbook}",
+            env={"ANSIBLE_CONFIG": "ansible.cfg"},
+        )
     session.run("actionlint")
 
 

@@ -22,9 +22,7 @@ ANSIBLE_ENV = {
 }
 
 
-def playbook_argv(
-    inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path]
-) -> list[str]:
+def playbook_argv(inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path]) -> list[str]:
     """The exact command for one step. ``--limit`` names the VM: belt and braces with the
     isolated inventory; the connection file comes last so it wins over every overlay."""
     argv = ["ansible-playbook", "-i", str(inventory.path / "hosts.yml"), "--limit", inventory.host]
@@ -40,5 +38,6 @@ def run_step(
     inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path], logfile: Path
 ) -> int:
     """Run one step, output teed to ``logfile``; returns ansible-playbook's exit status."""
-    return proc.stream(playbook_argv(inventory, step, extra_vars), logfile=logfile,
-                       env=ANSIBLE_ENV, cwd=paths.REPO)
+    return proc.stream(
+        playbook_argv(inventory, step, extra_vars), logfile=logfile, env=ANSIBLE_ENV, cwd=paths.REPO
+    )

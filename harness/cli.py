@@ -12,8 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness import config, cycle, log, paths, virt
-from harness.errors import BomaError, ExitCode
+from harness import cycle, log, paths, virt
+from harness.errors import BadInput, BomaError, ExitCode
+from harness.image.caddy import ensure_caddy_tarball
+from harness.image.golden import ensure_golden
+from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM
 from harness.state import all_runs, find, new_run_id
 from harness.summary import Summary
@@ -25,14 +28,24 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True, help="host profile (profiles/<host>.yml)")
     p.add_argument("--certs", default=DEFAULT_TIER, help="cert tier (certs/<tier>.yml)")
     p.add_argument("--accel", choices=["kvm", "tcg"], help="override the detected accelerator")
-    p.add_argument("--boot", choices=[b.value for b in BootMode], default=BootMode.DIRECT.value,
-                   help="direct kernel boot (default, faster) or BIOS+GRUB")
+    p.add_argument(
+        "--boot",
+        choices=[b.value for b in BootMode],
+        default=BootMode.DIRECT.value,
+        help="direct kernel boot (default, faster) or BIOS+GRUB",
+    )
     p.add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
 
 
 def _override_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--override", action="append", type=Path, default=[], metavar="FILE",
-                   help="extra -e @FILE overlay after the profile's and the tier's (repeatable)")
+    p.add_argument(
+        "--override",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="extra -e @FILE overlay after the profile's and the tier's (repeatable)",
+    )
 
 
 def _run_arg(p: argparse.ArgumentParser) -> None:
@@ -40,8 +53,9 @@ def _run_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cycle", help="boot, apply, reboot, verify, tear down")
     _vm_args(p)
@@ -57,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="apply the profile's playbooks to a kept VM")
     _run_arg(p)
     _override_arg(p)
-    for name, text in (("reboot", "reboot a kept VM, proving it by a changed boot_id"),
-                       ("verify", "run the verify suite against a kept VM"),
-                       ("evidence", "collect the evidence bundle from a kept VM"),
-                       ("down", "destroy a kept VM and its files"),
-                       ("console", "print a kept VM's serial console log")):
+    for name, text in (
+        ("reboot", "reboot a kept VM, proving it by a changed boot_id"),
+        ("verify", "run the verify suite against a kept VM"),
+        ("evidence", "collect the evidence bundle from a kept VM"),
+        ("down", "destroy a kept VM and its files"),
+        ("console", "print a kept VM's serial console log"),
+    ):
         _run_arg(sub.add_parser(name, help=text))
     sub.add_parser("list", help="list test VMs and kept runs")
     sub.add_parser("prune", help="remove every test VM, run directory and half-built image")
@@ -70,10 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_cycle(args: argparse.Namespace) -> int:
     options = cycle.CycleOptions(
-        host=args.host, certs=args.certs,
+        host=args.host,
+        certs=args.certs,
         keep=cycle.Keep.ALWAYS if args.keep else cycle.Keep.NEVER if args.no_keep else cycle.Keep.ON_FAILURE,
-        reboot=not args.no_reboot, accel=args.accel, boot=BootMode(args.boot), uri=args.uri,
-        deadline=args.deadline, extra_overrides=tuple(args.override),
+        reboot=not args.no_reboot,
+        accel=args.accel,
+        boot=BootMode(args.boot),
+        uri=args.uri,
+        deadline=args.deadline,
+        extra_overrides=tuple(args.override),
     )
     summary = cycle.run_cycle(options)
     log.info(f"PASS: {summary.host} with certs {summary.tier} in {summary.total_s:.0f}s")
@@ -81,10 +102,6 @@ def cmd_cycle(args: argparse.Namespace) -> int:
 
 
 def cmd_image(_args: argparse.Namespace) -> int:
-    from harness.image.caddy import ensure_caddy_tarball
-    from harness.image.golden import ensure_golden
-    from harness.image.recipe import CaddyRecipe, GoldenRecipe
-
     golden = ensure_golden(GoldenRecipe())
     log.info(f"golden image: {golden.disk}")
     log.info(f"caddy tarball: {ensure_caddy_tarball(CaddyRecipe())}")
@@ -92,8 +109,14 @@ def cmd_image(_args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    options = cycle.CycleOptions(host=args.host, certs=args.certs, accel=args.accel,
-                                 boot=BootMode(args.boot), uri=args.uri, keep=cycle.Keep.ALWAYS)
+    options = cycle.CycleOptions(
+        host=args.host,
+        certs=args.certs,
+        accel=args.accel,
+        boot=BootMode(args.boot),
+        uri=args.uri,
+        keep=cycle.Keep.ALWAYS,
+    )
     summary = Summary(run_id=new_run_id(), host=args.host, tier=args.certs)
     with cycle.guarded(options.deadline):
         request = cycle.prepare(options, summary.phases)
@@ -110,7 +133,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     vm = _kept(args)
     for file in args.override:
         if not file.is_file():
-            raise config.BadInput(f"override file {file} not found")
+            raise BadInput(f"override file {file} not found")
     with log.step(f"apply to {vm.state.domain}"):
         vm.apply(tuple(args.override))
     return ExitCode.OK
@@ -156,8 +179,10 @@ def cmd_list(_args: argparse.Namespace) -> int:
     for name, active, meta in domains:
         run = runs.pop(name, None)
         where = f"ssh -F {run.dir / 'ssh_config'} {name}" if run else "(no state: prune it)"
-        print(f"{name}  {'running' if active else 'stopped'}  run={meta.get('run')} "
-              f"tier={meta.get('tier')}  {where}")
+        print(
+            f"{name}  {'running' if active else 'stopped'}  run={meta.get('run')} "
+            f"tier={meta.get('tier')}  {where}"
+        )
     for name, run in runs.items():
         print(f"{name}  (no domain)  run={run.run_id}  state in {run.dir}: prune it")
     if not domains and not runs:
@@ -182,9 +207,17 @@ def cmd_prune(_args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "cycle": cmd_cycle, "image": cmd_image, "up": cmd_up, "apply": cmd_apply,
-    "reboot": cmd_reboot, "verify": cmd_verify, "evidence": cmd_evidence, "down": cmd_down,
-    "console": cmd_console, "list": cmd_list, "prune": cmd_prune,
+    "cycle": cmd_cycle,
+    "image": cmd_image,
+    "up": cmd_up,
+    "apply": cmd_apply,
+    "reboot": cmd_reboot,
+    "verify": cmd_verify,
+    "evidence": cmd_evidence,
+    "down": cmd_down,
+    "console": cmd_console,
+    "list": cmd_list,
+    "prune": cmd_prune,
 }
 
 

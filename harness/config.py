@@ -19,8 +19,18 @@ from harness.errors import BadInput
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 PROFILE_KEYS = frozenset(
-    {"description", "inventory_host", "groups", "steps", "overrides", "published_ports",
-     "cert_tiers", "suite", "memory_mib", "vcpus"}
+    {
+        "description",
+        "inventory_host",
+        "groups",
+        "steps",
+        "overrides",
+        "published_ports",
+        "cert_tiers",
+        "suite",
+        "memory_mib",
+        "vcpus",
+    }
 )
 TIER_META_KEY = "boma_tier"
 TIER_META_KEYS = frozenset({"description", "needs", "on_demand", "issuer_contains", "pebble"})
@@ -31,7 +41,7 @@ class Need(StrEnum):
     """What a tier needs from the controller beyond this repository."""
 
     INTERNET = "internet"
-    GANDI_TOKEN = "gandi_token"
+    GANDI_TOKEN = "gandi_token"  # noqa: S105  (the name of a need, not a secret)
 
 
 @dataclass(frozen=True)
@@ -119,15 +129,21 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
     data = _load_yaml(path)
     unknown = set(data) - PROFILE_KEYS
     _need(path, not unknown, f"unknown key(s): {', '.join(sorted(unknown))}")
-    groups = data.get("groups")
-    _need(path, isinstance(groups, list) and groups and all(isinstance(g, str) for g in groups),
-          "'groups' must be a non-empty list of group names")
-    steps_raw = data.get("steps")
+    groups: Any = data.get("groups")
+    _need(
+        path,
+        isinstance(groups, list) and bool(groups) and all(isinstance(g, str) for g in groups),
+        "'groups' must be a non-empty list of group names",
+    )
+    steps_raw: Any = data.get("steps")
     _need(path, isinstance(steps_raw, list) and bool(steps_raw), "'steps' must be a non-empty list")
     steps = []
     for raw in steps_raw:
-        _need(path, isinstance(raw, dict) and isinstance(raw.get("playbook"), str),
-              "each step needs a 'playbook'")
+        _need(
+            path,
+            isinstance(raw, dict) and isinstance(raw.get("playbook"), str),
+            "each step needs a 'playbook'",
+        )
         playbook = raw["playbook"]
         _need(path, (paths.PLAYBOOKS_DIR / playbook).is_file(), f"playbook {playbook!r} not found")
         tags = raw.get("tags", [])
@@ -144,9 +160,14 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
     ports_raw = data.get("published_ports", [])
     _need(path, isinstance(ports_raw, list), "'published_ports' must be a list")
     for raw in ports_raw:
-        _need(path, isinstance(raw, dict) and isinstance(raw.get("guest"), int)
-              and 0 < raw["guest"] < 65536 and isinstance(raw.get("name"), str),
-              "each published port needs 'name' and an integer 'guest' port")
+        _need(
+            path,
+            isinstance(raw, dict)
+            and isinstance(raw.get("guest"), int)
+            and 0 < raw["guest"] < 65536
+            and isinstance(raw.get("name"), str),
+            "each published port needs 'name' and an integer 'guest' port",
+        )
         ports.append(PublishedPort(raw["name"], raw["guest"], raw.get("sni")))
     tiers = data.get("cert_tiers", [])
     _need(path, isinstance(tiers, list), "'cert_tiers' must be a list")
@@ -186,7 +207,7 @@ def load_tier(name: str, directory: Path | None = None) -> CertTier:
     _check_name("cert tier", name, tier_names(directory))
     path = directory / f"{name}.yml"
     data = _load_yaml(path)
-    meta = data.get(TIER_META_KEY)
+    meta: Any = data.get(TIER_META_KEY)
     _need(path, isinstance(meta, dict), f"missing the '{TIER_META_KEY}' mapping")
     unknown_meta = set(meta) - TIER_META_KEYS
     _need(path, not unknown_meta, f"unknown {TIER_META_KEY} key(s): {', '.join(sorted(unknown_meta))}")
@@ -220,12 +241,25 @@ def _check_consistent(tier: CertTier) -> None:
     internal = bool(v.get("reverse_proxy__tls_internal", False))
     provider = v.get("reverse_proxy__acme_dns_provider") or ""
     acme_ca = v.get("reverse_proxy__acme_ca") or ""
-    _need(path, not (internal and provider), "tls_internal contradicts a DNS provider (internal CA needs no DNS-01)")
-    _need(path, not (internal and acme_ca), "tls_internal contradicts an acme_ca (the internal CA is not ACME)")
+    _need(
+        path,
+        not (internal and provider),
+        "tls_internal contradicts a DNS provider (no DNS-01 for the internal CA)",
+    )
+    _need(path, not (internal and acme_ca), "tls_internal contradicts an acme_ca (internal CA is not ACME)")
     _need(path, not (internal and tier.pebble), "tls_internal contradicts pebble (pebble is an ACME CA)")
-    _need(path, not (provider and Need.GANDI_TOKEN not in tier.needs),
-          "a DNS provider needs the token: add 'gandi_token' to needs")
-    _need(path, not (Need.GANDI_TOKEN in tier.needs and provider != "gandi"),
-          "needs gandi_token but sets no gandi DNS provider")
-    _need(path, internal or bool(acme_ca) or tier.pebble or tier.on_demand,
-          "a tier must choose a CA: tls_internal, acme_ca, or pebble")
+    _need(
+        path,
+        not (provider and Need.GANDI_TOKEN not in tier.needs),
+        "a DNS provider needs the token: add 'gandi_token' to needs",
+    )
+    _need(
+        path,
+        not (Need.GANDI_TOKEN in tier.needs and provider != "gandi"),
+        "needs gandi_token but sets no gandi DNS provider",
+    )
+    _need(
+        path,
+        internal or bool(acme_ca) or tier.pebble or tier.on_demand,
+        "a tier must choose a CA: tls_internal, acme_ca, or pebble",
+    )

@@ -74,13 +74,17 @@ def guarded(deadline: float) -> Iterator[None]:
         signal.signal(signal.SIGTERM, old_term)
 
 
-def resolve(host: str, certs: str, extra_overrides: tuple[Path, ...]) -> tuple[config.Profile, config.CertTier]:
+def resolve(
+    host: str, certs: str, extra_overrides: tuple[Path, ...]
+) -> tuple[config.Profile, config.CertTier]:
     """Validate every input before anything is created."""
     profile = config.load_profile(host)
     tier = config.load_tier(certs)
     if tier.name not in profile.cert_tiers:
-        raise BadInput(f"host {host!r} does not take cert tier {certs!r}",
-                       hint=f"its tiers: {', '.join(profile.cert_tiers) or '(none)'}")
+        raise BadInput(
+            f"host {host!r} does not take cert tier {certs!r}",
+            hint=f"its tiers: {', '.join(profile.cert_tiers) or '(none)'}",
+        )
     for file in extra_overrides:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
@@ -101,8 +105,15 @@ def prepare(options: CycleOptions, phases: dict[str, float]) -> VMRequest:
     with log.step("image", phases):
         golden = ensure_golden(golden_recipe)
         caddy = ensure_caddy_tarball(caddy_recipe)
-    return VMRequest(profile=profile, tier=tier, accel=chosen, uri=options.uri,
-                     boot=options.boot, golden=golden, caddy_archive=caddy)
+    return VMRequest(
+        profile=profile,
+        tier=tier,
+        accel=chosen,
+        uri=options.uri,
+        boot=options.boot,
+        golden=golden,
+        caddy_archive=caddy,
+    )
 
 
 @contextmanager
@@ -158,8 +169,9 @@ def run_cycle(options: CycleOptions) -> Summary:
         return summary
     except BomaError as exc:
         summary.failed_phase, summary.reason = phase, exc.message.splitlines()[0]
-        summary.finish({ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}
-                       .get(exc.exit_code, "error"))
+        summary.finish(
+            {ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}.get(exc.exit_code, "error")
+        )
         raise
     except KeyboardInterrupt:
         summary.failed_phase = phase

@@ -33,15 +33,17 @@ def collect(endpoint: ssh.Endpoint | None, console_log: Path, bundle: Path, reas
         f"Why this bundle exists:\n{reason}\n\n"
         "Start with: the failing checks in ../verify.log (or ../ansible.log for an apply failure),\n"
         "then nft-ruleset.txt, docker-ps.txt, systemctl-failed.txt and console.log.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     if console_log.is_file():
         shutil.copyfile(console_log, bundle / "console.log")
     if endpoint is not None:
         for name, command in GUEST_COMMANDS:
             target = bundle / name
             try:
-                result = ssh.run(endpoint, ["sudo", *command], check=False,
-                                 timeout=EVIDENCE_COMMAND_TIMEOUT, quiet=True)
+                result = ssh.run(
+                    endpoint, ["sudo", *command], check=False, timeout=EVIDENCE_COMMAND_TIMEOUT, quiet=True
+                )
                 text = result.stdout
                 if result.returncode != 0:
                     text += f"\n[exit status {result.returncode}]\n{result.stderr}"

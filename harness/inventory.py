@@ -59,7 +59,7 @@ def real_hosts(real_inventory: Path) -> set[str]:
     """Every host name in the real inventory's YAML files (groups nest under ``children``)."""
     names: set[str] = set()
 
-    def walk(group: Any) -> None:
+    def walk(group: object) -> None:
         if not isinstance(group, dict):
             return
         names.update((group.get("hosts") or {}).keys())
@@ -108,7 +108,9 @@ def render(
         tree["all"]["children"][group] = {"hosts": {vm: None}}
     (target / "hosts.yml").write_text(
         "# Rendered by the boma harness for one test VM. Never edit; never commit.\n"
-        + yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
+        + yaml.safe_dump(tree, sort_keys=False),
+        encoding="utf-8",
+    )
     conn_file = target / "connection.yml"
     conn_file.write_text(yaml.safe_dump(conn, sort_keys=True), encoding="utf-8")
 
@@ -138,14 +140,19 @@ def render(
     host_dir.mkdir(exist_ok=True)
     (host_dir / f"{vm}.yml").write_text(
         f"# host_vars of {inventory_host}, without connection variables\n"
-        + yaml.safe_dump(merged, sort_keys=True), encoding="utf-8")
+        + yaml.safe_dump(merged, sort_keys=True),
+        encoding="utf-8",
+    )
     return RenderedInventory(path=target, host=vm, connection_vars=conn_file)
 
 
 def assert_isolated(inventory: RenderedInventory, real_inventory: Path) -> None:
     """Ask Ansible itself what the rendered inventory resolves to, and refuse anything but the VM."""
-    result = proc.run(["ansible-inventory", "-i", str(inventory.path / "hosts.yml"), "--list"],
-                      quiet=True, env={"ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"})
+    result = proc.run(
+        ["ansible-inventory", "-i", str(inventory.path / "hosts.yml"), "--list"],
+        quiet=True,
+        env={"ANSIBLE_INVENTORY_UNPARSED_WARNING": "False"},
+    )
     data = json.loads(result.stdout)
     hostvars: dict[str, dict[str, Any]] = data.get("_meta", {}).get("hostvars", {})
     hosts = set(hostvars)
@@ -161,5 +168,7 @@ def assert_isolated(inventory: RenderedInventory, real_inventory: Path) -> None:
     ours = yaml.safe_load(inventory.connection_vars.read_text(encoding="utf-8")) or {}
     inherited = sorted(k for k, v in resolved.items() if CONNECTION_VAR.match(k) and ours.get(k) != v)
     if inherited:
-        raise HarnessError(f"inventory isolation violated: {inventory.host} inherits connection "
-                           f"variable(s) {', '.join(inherited)} from the real inventory")
+        raise HarnessError(
+            f"inventory isolation violated: {inventory.host} inherits connection "
+            f"variable(s) {', '.join(inherited)} from the real inventory"
+        )

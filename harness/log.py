@@ -33,7 +33,7 @@ def warn(message: str) -> None:
 @contextmanager
 def step(name: str, phases: dict[str, float] | None = None) -> Iterator[None]:
     """Log a timed step; store its duration under ``name`` in ``phases`` if given."""
-    global _depth
+    global _depth  # noqa: PLW0603  (one process, one log: nesting depth is process state)
     info(f"▶ {name}")
     began = time.monotonic()
     _depth += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import ansible, config, inventory, log, paths, proc, seed, ssh, virt
+from harness import ansible, config, evidence, inventory, log, paths, proc, seed, ssh, virt
 from harness.accel import Accel
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.image.golden import GoldenImage
@@ -66,24 +66,28 @@ class TestVM:
     # -- identity -----------------------------------------------------------------------
     @property
     def endpoint(self) -> ssh.Endpoint:
-        return ssh.Endpoint(alias=self.state.domain, port=self.state.ssh_port,
-                            user=seed.ADMIN_USER, key=self.state.key)
+        return ssh.Endpoint(
+            alias=self.state.domain, port=self.state.ssh_port, user=seed.ADMIN_USER, key=self.state.key
+        )
 
     @property
     def inventory(self) -> inventory.RenderedInventory:
         root = self.state.dir / "inventory"
-        return inventory.RenderedInventory(path=root, host=self.state.domain,
-                                           connection_vars=root / "connection.yml")
+        return inventory.RenderedInventory(
+            path=root, host=self.state.domain, connection_vars=root / "connection.yml"
+        )
 
     @property
     def state_file(self) -> Path:
         return self.state.dir / "state.json"
 
     def how_to_get_in(self) -> str:
-        return (f"  get in:   ssh -F {self.state.dir / 'ssh_config'} {self.state.domain}\n"
-                f"  console:  python -m harness console --run {self.state.run_id}\n"
-                f"  remove:   python -m harness down --run {self.state.run_id}   "
-                f"(or: python -m harness prune)")
+        return (
+            f"  get in:   ssh -F {self.state.dir / 'ssh_config'} {self.state.domain}\n"
+            f"  console:  python -m harness console --run {self.state.run_id}\n"
+            f"  remove:   python -m harness down --run {self.state.run_id}   "
+            f"(or: python -m harness prune)"
+        )
 
     # -- create -------------------------------------------------------------------------
     @classmethod
@@ -99,9 +103,17 @@ class TestVM:
         artifacts.mkdir(parents=True, exist_ok=True)
         ports = {str(p.guest): free_loopback_port() for p in profile.published_ports}
         state = RunState(
-            run_id=run_id, host=profile.name, tier=request.tier.name, domain=name, uri=request.uri,
-            accel=request.accel.value, ssh_port=free_loopback_port(), ports=ports,
-            run_dir=str(run_dir), artifacts=str(artifacts), golden=str(request.golden.disk),
+            run_id=run_id,
+            host=profile.name,
+            tier=request.tier.name,
+            domain=name,
+            uri=request.uri,
+            accel=request.accel.value,
+            ssh_port=free_loopback_port(),
+            ports=ports,
+            run_dir=str(run_dir),
+            artifacts=str(artifacts),
+            golden=str(request.golden.disk),
             caddy_archive=str(request.caddy_archive),
         )
         vm = cls(state)
@@ -109,21 +121,34 @@ class TestVM:
             vm._prepare_files(request)
             state.save()
             spec = virt.DomainSpec(
-                name=name, memory_mib=profile.memory_mib, vcpus=profile.vcpus, accel=request.accel,
-                disk=run_dir / "overlay.qcow2", seed=run_dir / "seed.iso",
+                name=name,
+                memory_mib=profile.memory_mib,
+                vcpus=profile.vcpus,
+                accel=request.accel,
+                disk=run_dir / "overlay.qcow2",
+                seed=run_dir / "seed.iso",
                 console_log=state.console_log,
-                forwards=(virt.Forward(state.ssh_port, 22),
-                          *(virt.Forward(hp, int(gp)) for gp, hp in ports.items())),
-                metadata=(("run", run_id), ("host", profile.name), ("tier", request.tier.name),
-                          ("run_dir", str(run_dir))),
-                direct_boot=(virt.DirectBoot(request.golden.kernel, request.golden.initrd,
-                                             request.golden.cmdline)
-                             if request.boot is BootMode.DIRECT else None),
+                forwards=(
+                    virt.Forward(state.ssh_port, 22),
+                    *(virt.Forward(hp, int(gp)) for gp, hp in ports.items()),
+                ),
+                metadata=(
+                    ("run", run_id),
+                    ("host", profile.name),
+                    ("tier", request.tier.name),
+                    ("run_dir", str(run_dir)),
+                ),
+                direct_boot=(
+                    virt.DirectBoot(request.golden.kernel, request.golden.initrd, request.golden.cmdline)
+                    if request.boot is BootMode.DIRECT
+                    else None
+                ),
             )
             with virt.connect(request.uri) as conn:
                 virt.define_and_start(conn, spec)
-            forwards = ", ".join(f"127.0.0.1:{hp}→{gp}" for gp, hp in
-                                 [("22", state.ssh_port), *ports.items()])
+            forwards = ", ".join(
+                f"127.0.0.1:{hp}→{gp}" for gp, hp in [("22", state.ssh_port), *ports.items()]
+            )
             log.info(f"started {name} ({request.accel.value}, {request.boot.value} boot; {forwards})")
             log.info(f"serial console: {state.console_log}")
         except BaseException:
@@ -134,22 +159,43 @@ class TestVM:
     def _prepare_files(self, request: VMRequest) -> None:
         st = self.state
         public_key = ssh.keygen(st.key, comment=f"boma-run-{st.run_id}")
-        seed.write_seed(st.dir / "seed.iso", instance_id=f"boma-{st.run_id}", hostname=st.domain,
-                        public_key=public_key)
-        proc.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",
-                  "-b", str(request.golden.disk), str(st.dir / "overlay.qcow2")], quiet=True)
+        seed.write_seed(
+            st.dir / "seed.iso", instance_id=f"boma-{st.run_id}", hostname=st.domain, public_key=public_key
+        )
+        proc.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                str(request.golden.disk),
+                str(st.dir / "overlay.qcow2"),
+            ],
+            quiet=True,
+        )
         st.console_log.touch(mode=0o644)
         (st.dir / "ssh_config").write_text(self.endpoint.config_text(), encoding="utf-8")
-        inventory.render(st.dir / "inventory", vm=st.domain, groups=self.profile.groups,
-                         inventory_host=self.profile.inventory_host, endpoint=self.endpoint,
-                         real_inventory=paths.PRODUCTION_INVENTORY)
+        inventory.render(
+            st.dir / "inventory",
+            vm=st.domain,
+            groups=self.profile.groups,
+            inventory_host=self.profile.inventory_host,
+            endpoint=self.endpoint,
+            real_inventory=paths.PRODUCTION_INVENTORY,
+        )
         harness_vars = {
             "reverse_proxy__image": CADDY_IMAGE_TAG,
             "reverse_proxy__image_archive": str(request.caddy_archive),
         }
         (st.dir / "harness-vars.yml").write_text(
             "# Set by the harness for this run: what a test VM cannot fetch from a registry.\n"
-            + yaml.safe_dump(harness_vars, sort_keys=True), encoding="utf-8")
+            + yaml.safe_dump(harness_vars, sort_keys=True),
+            encoding="utf-8",
+        )
 
     # -- verbs --------------------------------------------------------------------------
     def wait_ready(self) -> None:
@@ -157,21 +203,32 @@ class TestVM:
         with log.step("wait for SSH"):
             first = ssh.wait_for_boot(self.endpoint, timeout=BOOT_TIMEOUT)
         with log.step("wait for cloud-init"):
-            result = ssh.run(self.endpoint, ["cloud-init", "status", "--wait"], check=False,
-                             timeout=CLOUD_INIT_TIMEOUT, quiet=True)
+            result = ssh.run(
+                self.endpoint,
+                ["cloud-init", "status", "--wait"],
+                check=False,
+                timeout=CLOUD_INIT_TIMEOUT,
+                quiet=True,
+            )
             status = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
             # 0 = done, 2 = done with recoverable warnings; anything else is a broken boot.
             if result.returncode not in (0, 2):
-                raise HarnessError(f"cloud-init failed in the guest: {status[0]}",
-                                   hint="see the serial console and cloud-init.log in the evidence")
+                raise HarnessError(
+                    f"cloud-init failed in the guest: {status[0]}",
+                    hint="see the serial console and cloud-init.log in the evidence",
+                )
             log.info(f"cloud-init: {status[0]} (boot_id {first})")
         self.state.boot_ids.append(first)
         self.state.save()
 
     def extra_vars(self, extra_overrides: tuple[Path, ...] = ()) -> list[Path]:
         """Overlays in precedence order: profile overrides, the tier, extras, harness vars."""
-        return [*self.profile.overrides, self.tier.path, *extra_overrides,
-                self.state.dir / "harness-vars.yml"]
+        return [
+            *self.profile.overrides,
+            self.tier.path,
+            *extra_overrides,
+            self.state.dir / "harness-vars.yml",
+        ]
 
     def apply(self, extra_overrides: tuple[Path, ...] = ()) -> None:
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
@@ -179,19 +236,28 @@ class TestVM:
         self.state.save()
         logfile = self.state.artifacts_dir / "ansible.log"
         for step in self.profile.steps:
-            with log.step(f"playbook {step.playbook}" + (f" --tags {','.join(step.tags)}" if step.tags else "")):
+            with log.step(
+                f"playbook {step.playbook}" + (f" --tags {','.join(step.tags)}" if step.tags else "")
+            ):
                 status = ansible.run_step(self.inventory, step, self.extra_vars(extra_overrides), logfile)
             if status != 0:
-                raise ApplyFailed(f"{step.playbook} failed against {self.state.domain} "
-                                  f"(exit status {status}); see {logfile}")
+                raise ApplyFailed(
+                    f"{step.playbook} failed against {self.state.domain} "
+                    f"(exit status {status}); see {logfile}"
+                )
 
     def reboot(self) -> str:
         """A guest-initiated reboot, proven by a changed boot_id; returns the new one."""
         before = ssh.boot_id(self.endpoint)
         log.info(f"boot_id before: {before}")
         # The connection may drop before ssh reports: its exit status proves nothing either way.
-        ssh.run(self.endpoint, ["sudo", "systemctl", "reboot"], check=False,
-                timeout=REBOOT_REQUEST_TIMEOUT, quiet=True)
+        ssh.run(
+            self.endpoint,
+            ["sudo", "systemctl", "reboot"],
+            check=False,
+            timeout=REBOOT_REQUEST_TIMEOUT,
+            quiet=True,
+        )
         after = ssh.wait_for_boot(self.endpoint, timeout=REBOOT_TIMEOUT, not_boot_id=before)
         log.info(f"boot_id after:  {after} (rebooted)")
         if not self.state.boot_ids or self.state.boot_ids[-1] != before:
@@ -202,21 +268,28 @@ class TestVM:
 
     def verify(self, label: str = "verify") -> Path:
         junit = self.state.artifacts_dir / f"junit-{label}.xml"
-        run_suite(self.profile.suite, self.inventory, self.state_file, junit,
-                  self.state.artifacts_dir / f"{label}.log")
+        run_suite(
+            self.profile.suite,
+            self.inventory,
+            self.state_file,
+            junit,
+            self.state.artifacts_dir / f"{label}.log",
+        )
         return junit
 
     def collect_evidence(self, reason: str, label: str = "evidence") -> Path:
-        from harness import evidence
-
         reachable = True
         try:
             ssh.run(self.endpoint, ["true"], timeout=30, quiet=True)
         except HarnessError:
             reachable = False
             log.warn("guest unreachable over SSH: the bundle holds controller-side evidence only")
-        return evidence.collect(self.endpoint if reachable else None, self.state.console_log,
-                                self.state.artifacts_dir / label, reason=reason)
+        return evidence.collect(
+            self.endpoint if reachable else None,
+            self.state.console_log,
+            self.state.artifacts_dir / label,
+            reason=reason,
+        )
 
     def destroy(self) -> None:
         """Remove the domain and the run directory (overlay, seed, key, console, inventory).

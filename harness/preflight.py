@@ -10,8 +10,15 @@ from harness import log, paths, proc, virt
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 
-TOOLS = ("qemu-system-x86_64", "qemu-img", "genisoimage", "ssh", "ssh-keygen",
-         "ansible-playbook", "ansible-inventory")
+TOOLS = (
+    "qemu-system-x86_64",
+    "qemu-img",
+    "genisoimage",
+    "ssh",
+    "ssh-keygen",
+    "ansible-playbook",
+    "ansible-inventory",
+)
 IMAGE_TOOLS = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "grub-mkimage", "tar")
 LIBVIRT_START_TIMEOUT = 30.0
 MEMORY_HEADROOM_MIB = 512
@@ -49,8 +56,10 @@ def ensure_libvirt(uri: str) -> None:
     except NotYet:
         pass
     if systemd_is_init():
-        raise HarnessError(f"libvirt at {uri} does not answer",
-                           hint="sudo systemctl start libvirtd virtlogd (or: make bootstrap)")
+        raise HarnessError(
+            f"libvirt at {uri} does not answer",
+            hint="sudo systemctl start libvirtd virtlogd (or: make bootstrap)",
+        )
     with log.step("starting libvirt daemons (no systemd on this machine)"):
         for daemon in ("virtlogd", "libvirtd"):
             if proc.run(["pgrep", "-x", daemon], check=False, quiet=True).returncode != 0:
@@ -68,17 +77,21 @@ def mem_available_mib() -> int:
 def check_resources(memory_mib: int) -> None:
     available = mem_available_mib()
     if available < memory_mib + MEMORY_HEADROOM_MIB:
-        raise HarnessError(f"only {available} MiB of memory available; the VM needs {memory_mib} MiB "
-                           f"plus {MEMORY_HEADROOM_MIB} MiB headroom",
-                           hint="stop kept VMs (python -m harness list / prune)")
+        raise HarnessError(
+            f"only {available} MiB of memory available; the VM needs {memory_mib} MiB "
+            f"plus {MEMORY_HEADROOM_MIB} MiB headroom",
+            hint="stop kept VMs (python -m harness list / prune)",
+        )
     for where in (paths.cache_dir(), paths.runs_dir()):
         probe = where
         while not probe.exists():
             probe = probe.parent
         free_gib = shutil.disk_usage(probe).free / 2**30
         if free_gib < MIN_FREE_DISK_GIB:
-            raise HarnessError(f"only {free_gib:.1f} GiB free under {where}; need {MIN_FREE_DISK_GIB} GiB",
-                               hint="python -m harness prune, or point BOMA_CACHE_DIR elsewhere")
+            raise HarnessError(
+                f"only {free_gib:.1f} GiB free under {where}; need {MIN_FREE_DISK_GIB} GiB",
+                hint="python -m harness prune, or point BOMA_CACHE_DIR elsewhere",
+            )
 
 
 def check_capacity(uri: str) -> None:

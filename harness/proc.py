@@ -6,9 +6,11 @@ failing command names itself, its exit status and the tail of its stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -61,7 +63,7 @@ class CommandFailed(HarnessError):
         tail = "\n".join(result.stderr.strip().splitlines()[-STDERR_TAIL_LINES:])
         super().__init__(
             f"command failed with exit status {result.returncode}: {render(result.argv)}"
-            + (f"\n  stderr (tail):\n    " + tail.replace("\n", "\n    ") if tail else "")
+            + ("\n  stderr (tail):\n    " + tail.replace("\n", "\n    ") if tail else "")
         )
         self.result = result
 
@@ -74,8 +76,9 @@ def require(program: str) -> str:
     """Return the full path of ``program`` or fail with the package that provides it."""
     # The venv's own bin dir first: ansible-playbook and pytest come from the venv the harness
     # runs in, even when that venv is not on PATH (``.venv/bin/python -m harness``).
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", ""),
-                              "/usr/sbin", "/sbin"])
+    search = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
+    )
     found = shutil.which(program, path=search)
     if found is None:
         package = PACKAGE_OF.get(program, "?")
@@ -171,10 +174,8 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, 15)
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(proc.pid, 9)
-        except ProcessLookupError:
-            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

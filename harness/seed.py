@@ -42,8 +42,18 @@ def write_seed(iso: Path, *, instance_id: str, hostname: str, public_key: str) -
         (src / "user-data").write_text(user_data(hostname, public_key), encoding="utf-8")
         (src / "meta-data").write_text(meta_data(instance_id, hostname), encoding="utf-8")
         proc.run(
-            ["genisoimage", "-quiet", "-output", str(iso), "-volid", "cidata", "-joliet", "-rock",
-             str(src / "user-data"), str(src / "meta-data")],
+            [
+                "genisoimage",
+                "-quiet",
+                "-output",
+                str(iso),
+                "-volid",
+                "cidata",
+                "-joliet",
+                "-rock",
+                str(src / "user-data"),
+                str(src / "meta-data"),
+            ],
             quiet=True,
         )
     iso.chmod(0o644)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import proc
+from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 
 # Options every SSH client of the run uses: Ansible, testinfra and the harness itself.
@@ -46,25 +47,41 @@ class Endpoint:
         return args
 
     def config_text(self) -> str:
-        lines = [f"Host {self.alias}", f"  HostName {self.host}", f"  Port {self.port}",
-                 f"  User {self.user}", f"  IdentityFile {self.key}"]
+        lines = [
+            f"Host {self.alias}",
+            f"  HostName {self.host}",
+            f"  Port {self.port}",
+            f"  User {self.user}",
+            f"  IdentityFile {self.key}",
+        ]
         lines += [f"  {key} {value}" for key, value in SSH_OPTIONS]
         return "\n".join(lines) + "\n"
 
 
 def keygen(private_key: Path, comment: str) -> str:
     """Generate the run's own ed25519 key pair; return the public key text."""
-    proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private_key)],
-             quiet=True)
+    proc.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private_key)], quiet=True
+    )
     return private_key.with_suffix(".pub").read_text(encoding="utf-8")
 
 
-def run(endpoint: Endpoint, command: Sequence[str], *, check: bool = True,
-        timeout: float = 120, quiet: bool = False) -> proc.Result:
+def run(
+    endpoint: Endpoint,
+    command: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 120,
+    quiet: bool = False,
+) -> proc.Result:
     """Run ``command`` (an argument list, quoted for the remote shell) in the guest."""
     remote = proc.render(command)
-    return proc.run(["ssh", *endpoint.option_args(), f"{endpoint.user}@{endpoint.host}", remote],
-                    check=check, timeout=timeout, quiet=quiet)
+    return proc.run(
+        ["ssh", *endpoint.option_args(), f"{endpoint.user}@{endpoint.host}", remote],
+        check=check,
+        timeout=timeout,
+        quiet=quiet,
+    )
 
 
 def boot_id(endpoint: Endpoint) -> str:
@@ -76,9 +93,10 @@ def wait_for_boot(endpoint: Endpoint, *, timeout: float, not_boot_id: str | None
 
     def probe() -> str:
         try:
-            result = run(endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], check=False,
-                         timeout=30, quiet=True)
-        except proc.HarnessError as exc:  # the ssh client itself timed out
+            result = run(
+                endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], check=False, timeout=30, quiet=True
+            )
+        except HarnessError as exc:  # the ssh client itself timed out
             raise NotYet(str(exc)) from exc
         if result.returncode != 0:
             raise NotYet(f"ssh exit {result.returncode}: {result.stderr.strip()[-200:] or 'no output'}")

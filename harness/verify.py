@@ -20,21 +20,35 @@ PYTEST_TESTS_FAILED = 1
 
 def pytest_argv(suite: Path, inventory: RenderedInventory, junit: Path) -> list[str]:
     return [
-        sys.executable, "-m", "pytest", str(suite),
-        f"--hosts={inventory.testinfra_spec}", "--sudo",
-        f"--junitxml={junit}", "-p", "no:cacheprovider", "-rfEs", "-v",
-        "-o", "junit_family=xunit2",
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite),
+        f"--hosts={inventory.testinfra_spec}",
+        "--sudo",
+        f"--junitxml={junit}",
+        "-p",
+        "no:cacheprovider",
+        "-rfEs",
+        "-v",
+        "-o",
+        "junit_family=xunit2",
     ]
 
 
-def run_suite(suite: Path, inventory: RenderedInventory, state_file: Path,
-              junit: Path, logfile: Path) -> None:
+def run_suite(
+    suite: Path, inventory: RenderedInventory, state_file: Path, junit: Path, logfile: Path
+) -> None:
     """Pass, or raise :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
     (pytest itself could not run the suite)."""
-    status = proc.stream(pytest_argv(suite, inventory, junit), logfile=logfile,
-                         env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"})
+    status = proc.stream(
+        pytest_argv(suite, inventory, junit),
+        logfile=logfile,
+        env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     if status == PYTEST_TESTS_FAILED:
         raise VerificationFailed(f"checks failed against the VM; see {junit} and {logfile}")
     if status != 0:
-        raise HarnessError(f"pytest could not run the suite {suite} (exit status {status})",
-                           hint=f"see {logfile}")
+        raise HarnessError(
+            f"pytest could not run the suite {suite} (exit status {status})", hint=f"see {logfile}"
+        )

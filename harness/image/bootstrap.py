@@ -34,9 +34,7 @@ class Bootstrap:
 def run(spec: Bootstrap) -> None:
     """Build ``spec.output`` (a tar); mmdebstrap's output goes to ``spec.logfile`` only."""
     if not ARCHIVE_KEYRING.exists():
-        raise HarnessError(
-            f"{ARCHIVE_KEYRING} is missing", hint="apt-get install debian-archive-keyring"
-        )
+        raise HarnessError(f"{ARCHIVE_KEYRING} is missing", hint="apt-get install debian-archive-keyring")
     argv = [
         "mmdebstrap",
         "--verbose",

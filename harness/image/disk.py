@@ -57,8 +57,12 @@ def assemble(spec: DiskSpec) -> str:
             # Inode tables are zeroed now, not by ext4lazyinit in every booted clone.
             proc.run(
                 [
-                    "mkfs.ext4", "-q", "-L", "root",
-                    "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    "mkfs.ext4",
+                    "-q",
+                    "-L",
+                    "root",
+                    "-E",
+                    "lazy_itable_init=0,lazy_journal_init=0",
                     device,
                 ]
             )
@@ -69,9 +73,16 @@ def assemble(spec: DiskSpec) -> str:
         with log.step("extract the root filesystem"):
             proc.run(
                 [
-                    "tar", "--extract", "--same-permissions", "--numeric-owner",
-                    "--xattrs", "--xattrs-include=*",
-                    "--file", str(spec.rootfs_tar), "--directory", str(mnt),
+                    "tar",
+                    "--extract",
+                    "--same-permissions",
+                    "--numeric-owner",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--file",
+                    str(spec.rootfs_tar),
+                    "--directory",
+                    str(mnt),
                 ],
                 timeout=EXTRACT_TIMEOUT,
             )
@@ -103,8 +114,13 @@ def _partition(raw: Path) -> tuple[int, int]:
 def _attach(raw: Path, offset: int, size: int, cleanup: ExitStack) -> str:
     result = proc.run(
         [
-            "losetup", "--find", "--show",
-            "--offset", str(offset), "--sizelimit", str(size),
+            "losetup",
+            "--find",
+            "--show",
+            "--offset",
+            str(offset),
+            "--sizelimit",
+            str(size),
             str(raw),
         ]
     )

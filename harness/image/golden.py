@@ -102,9 +102,7 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
                     variant="apt",
                     sources=tuple(recipe.apt_sources()),
                     packages=recipe.packages,
-                    essential_hooks=(
-                        f"sync-in {_stage(golden_early_files(recipe), work / 'early')} /",
-                    ),
+                    essential_hooks=(f"sync-in {_stage(golden_early_files(recipe), work / 'early')} /",),
                     customize_hooks=(
                         f"sync-in {_stage(golden_files(recipe), work / 'files')} /",
                         str(bootstrap.write_hook(work / "customize.sh", GOLDEN_CUSTOMIZE)),
@@ -153,4 +151,3 @@ def _stage(files: Mapping[str, str], stage: Path) -> Path:
     for directory in [stage, *(p for p in stage.rglob("*") if p.is_dir())]:
         directory.chmod(0o755)
     return stage
-

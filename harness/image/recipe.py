@@ -137,13 +137,9 @@ def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:
         # cloud metadata services. Networking is systemd-networkd's alone (below): cloud-init
         # neither renders nor restarts it, one source of truth and a faster first boot.
         "/etc/cloud/cloud.cfg.d/99-boma.cfg": (
-            "datasource_list: [NoCloud, None]\n"
-            "network: {config: disabled}\n"
-            "manage_etc_hosts: true\n"
+            "datasource_list: [NoCloud, None]\nnetwork: {config: disabled}\nmanage_etc_hosts: true\n"
         ),
-        "/etc/systemd/network/80-boma-dhcp.network": (
-            "[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"
-        ),
+        "/etc/systemd/network/80-boma-dhcp.network": ("[Match]\nName=en*\n\n[Network]\nDHCP=yes\n"),
         "/etc/hostname": "debian\n",
         "/etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
         "/etc/apt/sources.list.d/debian.sources": (

@@ -63,9 +63,11 @@ def test_incident_red_then_green() -> None:
                     vm.apply((RED_OVERLAY,))
                 with log.step("RED: reboot", summary.phases):
                     vm.reboot()
-                with log.step("RED: verify (must fail)", summary.phases):
-                    with pytest.raises(VerificationFailed):
-                        vm.verify(label="verify-red")
+                with (
+                    log.step("RED: verify (must fail)", summary.phases),
+                    pytest.raises(VerificationFailed),
+                ):
+                    vm.verify(label="verify-red")
                 bundle = vm.collect_evidence(reason="RED half of the incident test: failure expected",
                                              label="evidence-red")
 
