@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness import cycle, log, paths, virt
+from harness import cycle, log, paths, preflight, virt
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
@@ -79,8 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("console", "print a kept VM's serial console log"),
     ):
         _run_arg(sub.add_parser(name, help=text))
-    sub.add_parser("list", help="list test VMs and kept runs")
-    sub.add_parser("prune", help="remove every test VM, run directory and half-built image")
+    for name, text in (
+        ("list", "list test VMs and kept runs"),
+        ("prune", "remove every test VM, run directory and half-built image"),
+    ):
+        sub.add_parser(name, help=text).add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
     return parser
 
 
@@ -119,7 +122,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     summary = Summary(run_id=new_run_id(), host=args.host, tier=args.certs)
     with cycle.guarded(options.deadline):
-        request = cycle.prepare(options, summary.phases)
+        request = cycle.prepare(options, summary)
         with cycle.running_vm(request, summary, cycle.Keep.ALWAYS):
             pass
     return ExitCode.OK
@@ -161,6 +164,7 @@ def cmd_evidence(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     vm = _kept(args)
+    preflight.ensure_libvirt(vm.state.uri)
     with log.step(f"down {vm.state.domain}"):
         vm.destroy()
     return ExitCode.OK
@@ -172,9 +176,10 @@ def cmd_console(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_list(_args: argparse.Namespace) -> int:
+def cmd_list(args: argparse.Namespace) -> int:
     runs = {r.domain: r for r in all_runs()}
-    with virt.connect() as conn:
+    preflight.ensure_libvirt(args.uri)
+    with virt.connect(args.uri) as conn:
         domains = virt.list_runs(conn)
     for name, active, meta in domains:
         run = runs.pop(name, None)
@@ -190,8 +195,9 @@ def cmd_list(_args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_prune(_args: argparse.Namespace) -> int:
-    with virt.connect() as conn:
+def cmd_prune(args: argparse.Namespace) -> int:
+    preflight.ensure_libvirt(args.uri)
+    with virt.connect(args.uri) as conn:
         for name, _active, _meta in virt.list_runs(conn):
             virt.undefine(conn, name)
             log.info(f"removed domain {name}")

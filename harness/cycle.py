@@ -21,10 +21,12 @@ from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM, VMRequest
+from harness.secrets import scrub_tree
 from harness.state import new_run_id
 from harness.summary import Summary
 
 DEFAULT_DEADLINE = 3600.0
+VERDICT_OF = {ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}
 
 
 class Keep(StrEnum):
@@ -91,18 +93,18 @@ def resolve(
     return profile, tier
 
 
-def prepare(options: CycleOptions, phases: dict[str, float]) -> VMRequest:
+def prepare(options: CycleOptions, summary: Summary) -> VMRequest:
     """Preflight and images: everything a VM needs before it can boot."""
     profile, tier = resolve(options.host, options.certs, options.extra_overrides)
     chosen, why = accel.choose(options.accel)
     golden_recipe, caddy_recipe = GoldenRecipe(), CaddyRecipe()
-    with log.step("preflight", phases):
+    with summary.phase("preflight"):
         log.info(f"accelerator: {chosen.value} ({why})")
         preflight.check_tools(with_image_build=True)
         preflight.ensure_libvirt(options.uri)
         preflight.check_resources(profile.memory_mib)
         preflight.check_capacity(options.uri)
-    with log.step("image", phases):
+    with summary.phase("image"):
         golden = ensure_golden(golden_recipe)
         caddy = ensure_caddy_tarball(caddy_recipe)
     return VMRequest(
@@ -123,7 +125,7 @@ def running_vm(request: VMRequest, summary: Summary, keep: Keep) -> Iterator[Tes
     kept = False
     try:
         try:
-            with log.step("boot", summary.phases):
+            with summary.phase("boot"):
                 vm = TestVM.create(request, summary.run_id)
                 summary.accel, summary.boot_mode = request.accel.value, request.boot.value
                 vm.wait_ready()
@@ -150,34 +152,29 @@ def run_cycle(options: CycleOptions) -> Summary:
     run_id = new_run_id()
     summary = Summary(run_id=run_id, host=options.host, tier=options.certs)
     out = paths.run_artifacts(options.host, options.certs, run_id)
-    phase = "preflight"
     try:
         with guarded(options.deadline):
-            request = prepare(options, summary.phases)
+            request = prepare(options, summary)
             with running_vm(request, summary, options.keep) as vm:
-                phase = "apply"
-                with log.step("apply", summary.phases):
+                with summary.phase("apply"):
                     vm.apply(options.extra_overrides)
                 if options.reboot:
-                    phase = "reboot"
-                    with log.step("reboot", summary.phases):
+                    with summary.phase("reboot"):
                         vm.reboot()
-                phase = "verify"
-                with log.step("verify", summary.phases):
+                with summary.phase("verify"):
                     vm.verify()
         summary.finish("pass")
         return summary
     except BomaError as exc:
-        summary.failed_phase, summary.reason = phase, exc.message.splitlines()[0]
-        summary.finish(
-            {ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}.get(exc.exit_code, "error")
-        )
+        summary.reason = exc.message.splitlines()[0]
+        summary.finish(VERDICT_OF.get(exc.exit_code, "error"))
         raise
     except KeyboardInterrupt:
-        summary.failed_phase = phase
         summary.finish("interrupted")
         raise
     finally:
         if summary.verdict != "bad-input":
+            # Everything the run wrote, not only the evidence bundle, is scrubbed of secrets.
+            scrub_tree(out)
             log.info(f"summary ({summary.verdict}):\n{summary.table()}")
             log.info(f"summary file: {summary.write(out)}")

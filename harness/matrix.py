@@ -21,10 +21,16 @@ _SCALAR = re.compile(r"^\s*{key}:\s*(?P<value>[^#\n]*?)\s*(#.*)?$", re.M)
 
 
 def _flow_list(text: str, key: str) -> list[str]:
+    """A list written ``key: [a, b]`` or as a block of ``- a`` lines under ``key:``."""
     match = re.search(_FLOW_LIST.pattern.format(key=re.escape(key)), text, re.M)
-    if not match:
+    if match:
+        return [item.strip().strip("'\"") for item in match["items"].split(",") if item.strip()]
+    block = re.search(
+        rf"^(?P<indent>\s*){re.escape(key)}:\s*(#.*)?\n(?P<body>(?:(?P=indent)\s*- .*\n?)+)", text, re.M
+    )
+    if not block:
         return []
-    return [item.strip().strip("'\"") for item in match["items"].split(",") if item.strip()]
+    return [line.strip()[2:].split("#")[0].strip().strip("'\"") for line in block["body"].splitlines()]
 
 
 def _scalar(text: str, key: str) -> str:

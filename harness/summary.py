@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from harness import log
 
 # Phases that exercise the system under test; everything else is harness overhead.
 SUT_PHASES = ("boot", "apply", "reboot", "verify")
@@ -28,6 +32,17 @@ class Summary:
     overhead_s: float = 0.0
     kept: bool = False
     controller: str = field(default_factory=platform.node)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """A timed, logged phase; the first phase that raises is the run's failed phase."""
+        try:
+            with log.step(name, self.phases):
+                yield
+        except BaseException:
+            if self.failed_phase is None:
+                self.failed_phase = name
+            raise
 
     def finish(self, verdict: str) -> None:
         self.verdict = verdict

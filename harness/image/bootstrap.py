@@ -27,6 +27,9 @@ class Bootstrap:
     customize_hooks: tuple[str, ...]
     output: Path
     logfile: Path
+    # mmdebstrap's chroot goes here (TMPDIR), inside the build's staging dir: if mmdebstrap is
+    # killed before it unmounts /proc, /sys and /dev in it, the staging dir's cleanup does.
+    scratch: Path
     # Run after the Essential packages, before the --include'd ones are installed.
     essential_hooks: tuple[str, ...] = ()
 
@@ -49,7 +52,8 @@ def run(spec: Bootstrap) -> None:
     argv += [f"--essential-hook={hook}" for hook in spec.essential_hooks]
     argv += [f"--customize-hook={hook}" for hook in spec.customize_hooks]
     argv += [spec.suite, str(spec.output), *spec.sources]
-    status = proc.stream(argv, logfile=spec.logfile, echo=False)
+    spec.scratch.mkdir(parents=True, exist_ok=True)
+    status = proc.stream(argv, logfile=spec.logfile, echo=False, env={"TMPDIR": str(spec.scratch)})
     if status != 0:
         raise HarnessError(
             f"mmdebstrap failed with exit status {status} building {spec.output.name}\n"

@@ -53,6 +53,7 @@ def ensure_caddy_tarball(recipe: CaddyRecipe) -> Path:
                         ),
                         output=built,
                         logfile=logfile,
+                        scratch=staging / "tmp",
                     )
                 )
                 _check(built)

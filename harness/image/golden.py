@@ -109,6 +109,7 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
                     ),
                     output=rootfs,
                     logfile=logfile,
+                    scratch=work / "tmp",
                 )
             )
             log.info(f"root filesystem: {rootfs.stat().st_size / 2**20:.0f} MiB tar")

@@ -57,7 +57,7 @@ def test_incident_red_then_green() -> None:
     out = paths.run_artifacts("askari", "internal", summary.run_id)
     try:
         with guarded(DEADLINE):
-            request = prepare(options, summary.phases)
+            request = prepare(options, summary)
             with running_vm(request, summary, Keep.NEVER) as vm:
                 with log.step("RED: apply without the container-forward drop-in", summary.phases):
                     vm.apply((RED_OVERLAY,))

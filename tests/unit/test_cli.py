@@ -3,7 +3,6 @@ work from libvirt's metadata; the parser refuses contradictions."""
 
 from __future__ import annotations
 
-import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,8 +127,7 @@ def test_keep_and_no_keep_are_mutually_exclusive(capsys: pytest.CaptureFixture[s
 
 @pytest.fixture
 def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> Iterator[libvirt.virConnect]:
-    """list/prune connect to the default URI; point them at the fake driver instead."""
-    monkeypatch.setattr(virt, "connect", functools.partial(virt.connect, TEST_URI))
+    """The fake driver's shared in-memory state; list/prune are pointed at it with --uri."""
     conn = libvirt.open(TEST_URI)
     before = {dom.name() for dom in conn.listAllDomains()}
     try:
@@ -168,7 +166,7 @@ def test_list_shows_vms_and_orphaned_state(
     start_vm(fake_libvirt, "aaaa0001")
     kept_run(dirs["BOMA_RUNS_DIR"], "aaaa0001")
     kept_run(dirs["BOMA_RUNS_DIR"], "bbbb0002")
-    assert cli.main(["list"]) == 0
+    assert cli.main(["list", "--uri", TEST_URI]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2
     assert out[0].startswith("boma-it-askari-aaaa0001  running  run=aaaa0001 tier=internal")
@@ -180,7 +178,7 @@ def test_list_shows_vms_and_orphaned_state(
 def test_list_with_nothing(
     fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["list"]) == 0
+    assert cli.main(["list", "--uri", TEST_URI]) == 0
     assert capsys.readouterr().out == "no test VMs and no kept runs\n"
 
 
@@ -192,7 +190,7 @@ def test_prune_removes_test_vms_runs_and_half_built_images_only(
     cache = dirs["BOMA_CACHE_DIR"]
     (cache / ".tmp-golden-123").mkdir()
     (cache / "golden-abcdef").mkdir()
-    assert cli.main(["prune"]) == 0
+    assert cli.main(["prune", "--uri", TEST_URI]) == 0
     assert virt.list_runs(fake_libvirt) == []
     assert "test" in {dom.name() for dom in fake_libvirt.listAllDomains()}  # not ours: untouched
     assert list(dirs["BOMA_RUNS_DIR"].iterdir()) == []
@@ -204,8 +202,7 @@ def test_unreachable_libvirt_is_a_harness_error(
     command: str, dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(virt, "connect", functools.partial(virt.connect, f"test://{tmp_path}/gone.xml"))
-    assert cli.main([command]) == 3
+    assert cli.main([command, "--uri", f"test://{tmp_path}/gone.xml"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("harness error: cannot connect to libvirt")
     assert "hint: " in err
