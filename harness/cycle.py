@@ -7,6 +7,7 @@ deadline tear down at any phase.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 
-from harness import accel, config, log, paths, preflight, virt
+from harness import accel, config, log, matrix, paths, preflight, virt
 from harness.errors import BadInput, BomaError, ExitCode, HarnessError
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
@@ -90,6 +91,13 @@ def resolve(
     for file in extra_overrides:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
+    if tier.on_demand and os.environ.get(matrix.ENV_ON_DEMAND) != "1":
+        raise BadInput(
+            f"cert tier {certs!r} runs on demand only",
+            hint=f"set {matrix.ENV_ON_DEMAND}=1 (see docs/security/accepted-risks.md)",
+        )
+    if reason := matrix.unmet_needs(tier.name, tuple(n.value for n in tier.needs)):
+        raise BadInput(f"cannot run here: {reason}")
     return profile, tier
 
 

@@ -6,6 +6,7 @@ A :class:`TestVM` is built from a :class:`RunState` on disk, so the single-step 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from harness import ansible, config, evidence, inventory, log, paths, proc, seed, ssh, virt
+from harness import ansible, config, evidence, inventory, log, matrix, paths, proc, seed, ssh, virt
 from harness.accel import Accel
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.image.golden import GoldenImage
@@ -187,15 +188,25 @@ class TestVM:
             endpoint=self.endpoint,
             real_inventory=paths.PRODUCTION_INVENTORY,
         )
-        harness_vars = {
-            "reverse_proxy__image": CADDY_IMAGE_TAG,
-            "reverse_proxy__image_archive": str(request.caddy_archive),
-        }
+        # What a test VM cannot fetch: Caddy's image comes as a tarball built offline. A tier
+        # that needs the internet uses the production image (with its DNS plugin) instead.
+        harness_vars: dict[str, str] = {}
+        if config.Need.INTERNET not in self.tier.needs:
+            harness_vars = {
+                "reverse_proxy__image": CADDY_IMAGE_TAG,
+                "reverse_proxy__image_archive": str(request.caddy_archive),
+            }
         (st.dir / "harness-vars.yml").write_text(
-            "# Set by the harness for this run: what a test VM cannot fetch from a registry.\n"
-            + yaml.safe_dump(harness_vars, sort_keys=True),
+            "# Set by the harness for this run.\n" + yaml.safe_dump(harness_vars, sort_keys=True),
             encoding="utf-8",
         )
+        if config.Need.GANDI_TOKEN in self.tier.needs:
+            # The token comes from the environment only; this file lives in the run directory
+            # (removed at teardown), mode 0600, and every role task touching it is no_log.
+            secret = st.dir / "secrets.yml"
+            secret.touch(mode=0o600)
+            token = os.environ.get(matrix.NEED_ENV[config.Need.GANDI_TOKEN.value], "")
+            secret.write_text(yaml.safe_dump({"reverse_proxy__gandi_token": token}), encoding="utf-8")
 
     # -- verbs --------------------------------------------------------------------------
     def wait_ready(self) -> None:
@@ -223,11 +234,13 @@ class TestVM:
 
     def extra_vars(self, extra_overrides: tuple[Path, ...] = ()) -> list[Path]:
         """Overlays in precedence order: profile overrides, the tier, extras, harness vars."""
+        secrets = self.state.dir / "secrets.yml"
         return [
             *self.profile.overrides,
             self.tier.path,
             *extra_overrides,
             self.state.dir / "harness-vars.yml",
+            *([secrets] if secrets.is_file() else []),
         ]
 
     def apply(self, extra_overrides: tuple[Path, ...] = ()) -> None:

@@ -47,14 +47,19 @@ class Cell:
 
     def skip_reason(self, env: dict[str, str] | None = None) -> str | None:
         """Why this cell cannot run on this controller, or None."""
-        env = dict(os.environ) if env is None else env
-        missing = []
-        for need in self.needs:
-            if need == "internet" and env.get(ENV_INTERNET) != "1":
-                missing.append(f"internet access (set {ENV_INTERNET}=1 on a controller that has it)")
-            elif need in NEED_ENV and not env.get(NEED_ENV[need]):
-                missing.append(f"{NEED_ENV[need]} in the environment")
-        return f"tier {self.certs!r} needs " + " and ".join(missing) if missing else None
+        return unmet_needs(self.certs, self.needs, env)
+
+
+def unmet_needs(tier: str, needs: tuple[str, ...], env: dict[str, str] | None = None) -> str | None:
+    """What a tier needs that this controller lacks, as one sentence, or None."""
+    env = dict(os.environ) if env is None else env
+    missing = []
+    for need in needs:
+        if need == "internet" and env.get(ENV_INTERNET) != "1":
+            missing.append(f"internet access (set {ENV_INTERNET}=1 on a controller that has it)")
+        elif need in NEED_ENV and not env.get(NEED_ENV[need]):
+            missing.append(f"{NEED_ENV[need]} in the environment")
+    return f"tier {tier!r} needs " + " and ".join(missing) if missing else None
 
 
 def cells(repo: Path = REPO, env: dict[str, str] | None = None) -> list[Cell]:
