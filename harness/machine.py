@@ -212,7 +212,7 @@ class TestVM:
     def wait_ready(self) -> None:
         """SSH answers and cloud-init has finished; records the first boot_id."""
         with log.step("wait for SSH"):
-            first = ssh.wait_for_boot(self.endpoint, timeout=BOOT_TIMEOUT)
+            first = ssh.wait_for_boot(self.endpoint, timeout=BOOT_TIMEOUT, console=self.state.console_log)
         with log.step("wait for cloud-init"):
             result = ssh.run(
                 self.endpoint,
@@ -271,7 +271,9 @@ class TestVM:
             timeout=REBOOT_REQUEST_TIMEOUT,
             quiet=True,
         )
-        after = ssh.wait_for_boot(self.endpoint, timeout=REBOOT_TIMEOUT, not_boot_id=before)
+        after = ssh.wait_for_boot(
+            self.endpoint, timeout=REBOOT_TIMEOUT, not_boot_id=before, console=self.state.console_log
+        )
         log.info(f"boot_id after:  {after} (rebooted)")
         if not self.state.boot_ids or self.state.boot_ids[-1] != before:
             self.state.boot_ids.append(before)

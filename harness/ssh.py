@@ -88,10 +88,24 @@ def boot_id(endpoint: Endpoint) -> str:
     return run(endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], quiet=True).stdout.strip()
 
 
-def wait_for_boot(endpoint: Endpoint, *, timeout: float, not_boot_id: str | None = None) -> str:
-    """Wait until SSH answers (and, after a reboot, with a new boot_id); return the boot_id."""
+def wait_for_boot(
+    endpoint: Endpoint,
+    *,
+    timeout: float,
+    not_boot_id: str | None = None,
+    console: Path | None = None,
+) -> str:
+    """Wait until SSH answers (and, after a reboot, with a new boot_id); return the boot_id.
+
+    With ``console``, a kernel panic on the serial console ends the wait at once instead of
+    at the timeout.
+    """
 
     def probe() -> str:
+        if console is not None and (fatal := console_fatal(console)):
+            raise HarnessError(
+                f"the guest kernel died during boot: {fatal}", hint=f"see the serial console: {console}"
+            )
         try:
             result = run(
                 endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], check=False, timeout=30, quiet=True
@@ -107,3 +121,18 @@ def wait_for_boot(endpoint: Endpoint, *, timeout: float, not_boot_id: str | None
 
     what = f"SSH on 127.0.0.1:{endpoint.port}" + (" with a new boot_id" if not_boot_id else "")
     return wait_until(probe, what=what, timeout=timeout, interval=SSH_PROBE_INTERVAL)
+
+
+FATAL_CONSOLE_MARKERS = ("Kernel panic - not syncing", "end Kernel panic")
+
+
+def console_fatal(console: Path) -> str | None:
+    """The first fatal kernel line on the serial console, if any."""
+    try:
+        text = console.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if any(marker in line for marker in FATAL_CONSOLE_MARKERS):
+            return line.strip()[:200]
+    return None

@@ -24,7 +24,7 @@ from harness.poll import NotYet, wait_until
 
 # Another process building the same key holds the lock: a golden build takes minutes.
 LOCK_TIMEOUT = 3600.0
-LOCK_POLL_INTERVAL = 5.0
+LOCK_POLL_INTERVAL = 2.0
 
 
 @contextmanager

@@ -60,6 +60,7 @@ def ensure_caddy_tarball(recipe: CaddyRecipe) -> Path:
             cache.publish(logfile, cache_dir() / f"caddy-{key}.build.log")
             # The tarball appears last: its presence means the build completed.
             cache.publish(built, final)
+        (cache_dir() / f"caddy-{key}.failed.log").unlink(missing_ok=True)
     log.info(f"caddy tarball {key}: {final.stat().st_size / 2**20:.0f} MiB")
     return final
 

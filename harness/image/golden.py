@@ -68,6 +68,7 @@ def ensure_golden(recipe: GoldenRecipe) -> GoldenImage:
         with cache.staging_dir("golden", key) as staging:
             _build(recipe, staging)
             cache.publish(staging, golden_dir(recipe))
+        (cache_dir() / f"golden-{key}.failed.log").unlink(missing_ok=True)
     image = _load(golden_dir(recipe), recipe)
     if image is None:
         raise HarnessError(f"golden image {key} was built but {golden_dir(recipe)} is incomplete")

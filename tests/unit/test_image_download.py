@@ -46,10 +46,7 @@ def _publish(root: Path, sums: str) -> None:
 
 
 def _good_sums() -> str:
-    return (
-        f"{'0' * 128}  debian-13-nocloud-amd64.qcow2\n"
-        f"{hashlib.sha512(CONTENT).hexdigest()}  {IMAGE}\n"
-    )
+    return f"{'0' * 128}  debian-13-nocloud-amd64.qcow2\n{hashlib.sha512(CONTENT).hexdigest()}  {IMAGE}\n"
 
 
 def test_verified_download(served: tuple[Path, str], tmp_path: Path) -> None:
