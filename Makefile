@@ -50,7 +50,8 @@ unit: venv ## fast unit tests (no VM)
 e2e: bootstrap ## the incident end to end: RED must fail for the right reason, GREEN must pass
 	@$(NOX) -s e2e
 
-test: lint unit e2e ## the project's test command: lint, unit tests, then the RED→GREEN end-to-end
+test: bootstrap ## the project's test command: lint, unit tests, then the RED→GREEN end-to-end
+	@$(NOX) -s lint unit e2e
 
 test-integration: ## one full cycle: make test-integration HOST=askari [CERTS=internal] [KEEP=1]
 	$(if $(HOST),,$(error usage: make test-integration HOST=<profile> [CERTS=<tier>] [KEEP=1]; profiles: $(basename $(notdir $(wildcard profiles/*.yml)))))

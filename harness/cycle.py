@@ -148,6 +148,8 @@ def running_vm(request: VMRequest, summary: Summary, keep: Keep) -> Iterator[Tes
     finally:
         summary.kept = kept
         if vm is not None and kept:
+            if keep is not Keep.ALWAYS:
+                vm.stop_services()  # kept for inspection, not for use: Pebble ends with the run
             log.info(f"KEPT {vm.state.domain} for inspection (run {vm.state.run_id}):\n{vm.how_to_get_in()}")
         elif vm is not None:
             with log.step("teardown", summary.phases):

@@ -14,7 +14,20 @@ from pathlib import Path
 
 import yaml
 
-from harness import ansible, config, evidence, inventory, log, matrix, paths, proc, seed, ssh, virt
+from harness import (
+    ansible,
+    config,
+    evidence,
+    inventory,
+    log,
+    matrix,
+    paths,
+    pebble,
+    proc,
+    seed,
+    ssh,
+    virt,
+)
 from harness.accel import Accel
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.image.golden import GoldenImage
@@ -191,11 +204,18 @@ class TestVM:
         # What a test VM cannot fetch: Caddy's image comes as a tarball built offline. A tier
         # that needs the internet uses the production image (with its DNS plugin) instead.
         harness_vars: dict[str, str] = {}
+        if self.tier.pebble:
+            run = pebble.start(st.dir / "pebble", http_port=st.host_port(80), tls_port=st.host_port(443))
+            st.pebble_pids, st.pebble_dir = list(run.pids), str(run.directory)
+            st.save()
+            harness_vars.update(run.guest_vars())
         if config.Need.INTERNET not in self.tier.needs:
-            harness_vars = {
-                "reverse_proxy__image": CADDY_IMAGE_TAG,
-                "reverse_proxy__image_archive": str(request.caddy_archive),
-            }
+            harness_vars.update(
+                {
+                    "reverse_proxy__image": CADDY_IMAGE_TAG,
+                    "reverse_proxy__image_archive": str(request.caddy_archive),
+                }
+            )
         (st.dir / "harness-vars.yml").write_text(
             "# Set by the harness for this run.\n" + yaml.safe_dump(harness_vars, sort_keys=True),
             encoding="utf-8",
@@ -306,9 +326,19 @@ class TestVM:
             reason=reason,
         )
 
+    def stop_services(self) -> None:
+        """Stop what the run started on the controller (Pebble) and remove its state."""
+        if self.state.pebble_pids:
+            pebble.stop(self.state.pebble_pids, Path(self.state.pebble_dir))
+            log.info("stopped Pebble and removed its state")
+            self.state.pebble_pids = []
+            if self.state.dir.is_dir():
+                self.state.save()
+
     def destroy(self) -> None:
         """Remove the domain and the run directory (overlay, seed, key, console, inventory).
         Cleanup errors are logged, never raised over the first failure."""
+        self.stop_services()
         try:
             with virt.connect(self.state.uri) as conn:
                 if virt.undefine(conn, self.state.domain):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from harness import log
 from harness.errors import HarnessError
+from harness.poll import NotYet, wait_until
 
 # Program → the Debian package that provides it, for the hint of a missing-tool error.
 PACKAGE_OF: Mapping[str, str] = {
@@ -41,11 +42,14 @@ PACKAGE_OF: Mapping[str, str] = {
     "pebble": "pebble",
     "tar": "tar",
     "pgrep": "procps",
+    "pebble-challtestsrv": "pebble",
+    "openssl": "openssl",
     "mount": "mount",
     "umount": "mount",
 }
 
 STDERR_TAIL_LINES = 20
+STOP_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -179,3 +183,52 @@ def _terminate(proc: subprocess.Popen[str]) -> None:
     except (ProcessLookupError, subprocess.TimeoutExpired):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def spawn(argv: Sequence[str], *, logfile: Path, env: Mapping[str, str] | None = None) -> int:
+    """Start a service the run needs (Pebble) in its own session, output to ``logfile``.
+
+    Returns its pid; the caller records it and ends it with :func:`stop`, also from a later
+    command (a kept VM's services outlive the command that started them).
+    """
+    if isinstance(argv, str):
+        raise TypeError("proc.spawn takes an argument list, never a shell string")
+    full = [require(argv[0]), *argv[1:]]
+    log.info(f"$ {render(argv)} &  (log: {logfile})")
+    merged_env = {**os.environ, **env} if env is not None else None
+    with logfile.open("a", encoding="utf-8") as sink:
+        child = subprocess.Popen(
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=merged_env,
+            start_new_session=True,
+        )
+    return child.pid
+
+
+def stop(pid: int, program: str) -> None:
+    """End a process group started by :func:`spawn`, if it is still the program we started."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return  # already gone
+    if Path(cmdline).name != program:
+        return  # the pid was reused by something else: not ours to kill
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+
+    def gone() -> None:
+        try:
+            reaped, _status = os.waitpid(pid, os.WNOHANG)  # our own child: reap it
+        except ChildProcessError:  # started by an earlier command: just watch it go
+            reaped = pid if not Path(f"/proc/{pid}").exists() else 0
+        if reaped != pid:
+            raise NotYet(f"pid {pid} still running")
+
+    try:
+        wait_until(gone, what=f"{program} (pid {pid}) to exit", timeout=STOP_TIMEOUT, interval=0.2)
+    except HarnessError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)

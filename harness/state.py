@@ -35,6 +35,9 @@ class RunState:
     caddy_archive: str
     boot_ids: list[str] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    # Services the run started on the controller (the acme-local tier's Pebble).
+    pebble_pids: list[int] = field(default_factory=list)
+    pebble_dir: str = ""
     created: float = field(default_factory=time.time)
 
     @property

@@ -1,0 +1,195 @@
+"""Pebble, the RFC 8555 test CA, on the controller's loopback for the ``acme-local`` tier.
+
+The guest's Caddy reaches Pebble through QEMU's user-mode gateway (10.0.2.2 is the
+controller's 127.0.0.1 as the guest sees it). Pebble resolves every route name to 127.0.0.1
+through pebble-challtestsrv's mock DNS, and validates HTTP-01 / TLS-ALPN-01 against the
+loopback forwards of the guest's ports 80 and 443: the validation really travels back into the
+guest. Nothing but loopback is ever used.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import log, proc
+from harness.poll import NotYet, wait_until
+from harness.ports import free_loopback_port
+
+GUEST_GATEWAY = "10.0.2.2"  # QEMU user-mode networking: the controller's loopback, from the guest
+READY_TIMEOUT = 30.0
+CA_IN_CONTAINER = "/etc/caddy/pebble-ca.pem"  # the role mounts the config dir into the container
+PEBBLE_ENV = {
+    "PEBBLE_VA_NOSLEEP": "1",  # no random validation delay: the cycle is slow enough
+    "PEBBLE_WFE_NONCEREJECT": "0",  # no random bad-nonce rejections
+}
+
+
+@dataclass(frozen=True)
+class PebbleRun:
+    directory: Path
+    acme_port: int
+    pids: tuple[int, ...]
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.directory / "ca.pem"
+
+    @property
+    def directory_url(self) -> str:
+        return f"https://{GUEST_GATEWAY}:{self.acme_port}/dir"
+
+    def guest_vars(self) -> dict[str, str]:
+        """Extra-vars that point the guest's Caddy at this Pebble."""
+        return {
+            "reverse_proxy__acme_ca": self.directory_url,
+            "reverse_proxy__acme_ca_root": CA_IN_CONTAINER,
+            "reverse_proxy__acme_ca_root_pem": self.ca_cert.read_text(encoding="utf-8"),
+        }
+
+
+def _make_tls(directory: Path) -> None:
+    """A throwaway CA and a server certificate for Pebble's own HTTPS listener."""
+    ca_key, ca = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "key.pem", directory / "server.csr", directory / "cert.pem"
+    proc.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=boma test Pebble listener CA",
+            "-keyout",
+            str(ca_key),
+            "-out",
+            str(ca),
+        ],
+        quiet=True,
+    )
+    proc.run(
+        [
+            "openssl",
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=pebble",
+            "-keyout",
+            str(key),
+            "-out",
+            str(csr),
+        ],
+        quiet=True,
+    )
+    ext = directory / "san.ext"
+    ext.write_text(f"subjectAltName=IP:{GUEST_GATEWAY},IP:127.0.0.1,DNS:localhost\n", encoding="utf-8")
+    proc.run(
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(ca),
+            "-CAkey",
+            str(ca_key),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            "-out",
+            str(cert),
+        ],
+        quiet=True,
+    )
+
+
+def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
+    """Start challtestsrv (mock DNS) and Pebble; return once Pebble's directory answers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _make_tls(directory)
+    acme, management, dns, dns_mgmt = (free_loopback_port() for _ in range(4))
+    config = {
+        "pebble": {
+            "listenAddress": f"127.0.0.1:{acme}",
+            "managementListenAddress": f"127.0.0.1:{management}",
+            "certificate": str(directory / "cert.pem"),
+            "privateKey": str(directory / "key.pem"),
+            "httpPort": http_port,  # the loopback forward of the guest's port 80
+            "tlsPort": tls_port,  # the loopback forward of the guest's port 443
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (directory / "pebble.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    pids = [
+        proc.spawn(
+            [
+                "pebble-challtestsrv",
+                "-dns01",
+                f"127.0.0.1:{dns}",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+                "-management",
+                f"127.0.0.1:{dns_mgmt}",
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+            ],
+            logfile=directory / "challtestsrv.log",
+        )
+    ]
+    pids.append(
+        proc.spawn(
+            ["pebble", "-config", str(directory / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns}"],
+            logfile=directory / "pebble.log",
+            env=PEBBLE_ENV,
+        )
+    )
+    run = PebbleRun(directory=directory, acme_port=acme, pids=tuple(pids))
+    context = ssl.create_default_context(cafile=str(run.ca_cert))
+
+    def answers() -> None:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{acme}/dir", context=context, timeout=5):
+                return
+        except (OSError, urllib.error.URLError) as exc:
+            raise NotYet(str(exc)) from exc
+
+    try:
+        wait_until(answers, what=f"Pebble on 127.0.0.1:{acme}", timeout=READY_TIMEOUT, interval=0.5)
+    except BaseException:
+        stop(run.pids, directory)
+        raise
+    log.info(f"Pebble answers on 127.0.0.1:{acme} (guest: {run.directory_url})")
+    return run
+
+
+def stop(pids: tuple[int, ...] | list[int], directory: Path | None) -> None:
+    """Stop Pebble and challtestsrv and remove their state (certificates, keys, logs)."""
+    for pid, program in zip(pids, ("pebble-challtestsrv", "pebble"), strict=False):
+        proc.stop(pid, program)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
