@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM
 from harness.state import all_runs, find, new_run_id
-from harness.summary import Summary
+from harness.summary import Summary, record_step
 
 DEFAULT_TIER = "internal"
 
@@ -132,28 +133,34 @@ def _kept(args: argparse.Namespace) -> TestVM:
     return TestVM(find(args.run))
 
 
+def _timed_step(vm: TestVM, name: str, action: Callable[[], object]) -> int:
+    """Run one single step on a kept VM, logged and recorded in the run's steps.jsonl."""
+    began, outcome = time.monotonic(), "fail"
+    try:
+        with log.step(f"{name} {vm.state.domain}"):
+            action()
+        outcome = "pass"
+    finally:
+        record_step(vm.state.artifacts_dir, name, time.monotonic() - began, outcome)
+    return ExitCode.OK
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     vm = _kept(args)
     for file in args.override:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
-    with log.step(f"apply to {vm.state.domain}"):
-        vm.apply(tuple(args.override))
-    return ExitCode.OK
+    return _timed_step(vm, "apply", lambda: vm.apply(tuple(args.override)))
 
 
 def cmd_reboot(args: argparse.Namespace) -> int:
     vm = _kept(args)
-    with log.step(f"reboot {vm.state.domain}"):
-        vm.reboot()
-    return ExitCode.OK
+    return _timed_step(vm, "reboot", vm.reboot)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     vm = _kept(args)
-    with log.step(f"verify {vm.state.domain}"):
-        vm.verify()
-    return ExitCode.OK
+    return _timed_step(vm, "verify", vm.verify)
 
 
 def cmd_evidence(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM, VMRequest
-from harness.secrets import scrub_tree
+from harness.secrets import scrub_text, scrub_tree
 from harness.state import new_run_id
 from harness.summary import Summary
 
@@ -176,7 +176,7 @@ def run_cycle(options: CycleOptions) -> Summary:
         summary.finish("pass")
         return summary
     except BomaError as exc:
-        summary.reason = exc.message.splitlines()[0]
+        summary.reason = scrub_text(exc.message.splitlines()[0])
         summary.finish(VERDICT_OF.get(exc.exit_code, "error"))
         raise
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from pathlib import Path
 from harness import log
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
+from harness.secrets import known_secrets, scrub_text
 
 # Program → the Debian package that provides it, for the hint of a missing-tool error.
 PACKAGE_OF: Mapping[str, str] = {
@@ -161,9 +162,13 @@ def stream(
             cwd=cwd,
             start_new_session=True,
         )
+        # Secrets are cut from every line before it reaches the log file or the console:
+        # no_log in the roles is the first defence, this is the second.
+        secrets = known_secrets()
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
+            for raw in proc.stdout:
+                line = scrub_text(raw, secrets) if secrets else raw
                 sink.write(line)
                 if echo:
                     print("    │ " + line, end="", flush=True)

@@ -60,3 +60,11 @@ class Summary:
         rows = [f"  {name:<10} {secs:8.1f}s" for name, secs in self.phases.items()]
         rows.append(f"  {'total':<10} {self.total_s:8.1f}s  (harness overhead {self.overhead_s:.1f}s)")
         return "\n".join(rows)
+
+
+def record_step(directory: Path, name: str, seconds: float, outcome: str) -> None:
+    """Append one single step's duration (the warm inner loop) to ``steps.jsonl``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    line = {"step": name, "seconds": round(seconds, 1), "outcome": outcome, "at": time.time()}
+    with (directory / "steps.jsonl").open("a", encoding="utf-8") as sink:
+        sink.write(json.dumps(line) + "\n")
