@@ -41,6 +41,9 @@ BOOT_TIMEOUT = 900.0
 CLOUD_INIT_TIMEOUT = 900.0
 REBOOT_TIMEOUT = 900.0
 REBOOT_REQUEST_TIMEOUT = 60.0
+# SSH answers before boot has finished (Docker, containers): checks start once systemd says
+# startup is over. A unit that hangs past this is the verify suite's to judge, not a crash.
+SETTLE_TIMEOUT = 300.0
 CADDY_IMAGE_TAG = "boma/caddy:test"
 
 
@@ -249,8 +252,26 @@ class TestVM:
                     hint="see the serial console and cloud-init.log in the evidence",
                 )
             log.info(f"cloud-init: {status[0]} (boot_id {first})")
+        self.wait_settled()
         self.state.boot_ids.append(first)
         self.state.save()
+
+    def wait_settled(self) -> str:
+        """Wait until systemd reports startup finished; return its state (running, degraded…)."""
+        with log.step("wait for boot to settle"):
+            try:
+                result = ssh.run(
+                    self.endpoint,
+                    ["systemctl", "is-system-running", "--wait"],
+                    check=False,
+                    timeout=SETTLE_TIMEOUT,
+                    quiet=True,
+                )
+                state = result.stdout.strip() or result.stderr.strip()
+            except HarnessError as exc:
+                state = f"unsettled ({exc.message})"
+            log.info(f"system state: {state}")
+        return state
 
     def extra_vars(self, extra_overrides: tuple[Path, ...] = ()) -> list[Path]:
         """Overlays in precedence order: profile overrides, the tier, extras, harness vars."""
@@ -295,6 +316,7 @@ class TestVM:
             self.endpoint, timeout=REBOOT_TIMEOUT, not_boot_id=before, console=self.state.console_log
         )
         log.info(f"boot_id after:  {after} (rebooted)")
+        self.wait_settled()
         if not self.state.boot_ids or self.state.boot_ids[-1] != before:
             self.state.boot_ids.append(before)
         self.state.boot_ids.append(after)

@@ -16,7 +16,7 @@ from cryptography import x509
 
 # Caddy may still be starting when SSH comes back after the reboot; this is how long the port
 # gets to answer before it is declared dead.
-PORT_ANSWER_TIMEOUT = 90.0
+PORT_ANSWER_TIMEOUT = 60.0
 PROBE_TIMEOUT = 10.0
 PROBE_INTERVAL = 3.0
 GOOD_STATUSES = {200, 308, 404, 502, 503}
