@@ -19,7 +19,7 @@ import yaml
 
 from harness import proc
 from harness.errors import HarnessError
-from harness.ssh import SSH_OPTIONS, Endpoint
+from harness.ssh import Endpoint
 from harness.virt import NAME_PREFIX
 
 LOOPBACK = "127.0.0.1"
@@ -43,14 +43,13 @@ class RenderedInventory:
 
 
 def connection_vars(endpoint: Endpoint) -> dict[str, Any]:
-    common = " ".join(f"-o {k}={v}" for k, v in SSH_OPTIONS if k != "IdentitiesOnly")
     return {
         "ansible_host": LOOPBACK,
         "ansible_port": endpoint.port,
         "ansible_user": endpoint.user,
         "ansible_connection": "ssh",
         "ansible_ssh_private_key_file": str(endpoint.key),
-        "ansible_ssh_common_args": common + " -o IdentitiesOnly=yes",
+        "ansible_ssh_common_args": endpoint.multiplex_args(),
         "ansible_python_interpreter": "/usr/bin/python3",
     }
 

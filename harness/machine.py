@@ -84,7 +84,11 @@ class TestVM:
     @property
     def endpoint(self) -> ssh.Endpoint:
         return ssh.Endpoint(
-            alias=self.state.domain, port=self.state.ssh_port, user=seed.ADMIN_USER, key=self.state.key
+            alias=self.state.domain,
+            port=self.state.ssh_port,
+            user=seed.ADMIN_USER,
+            key=self.state.key,
+            control_path=self.state.dir / "cm-%C",
         )
 
     @property
@@ -289,11 +293,15 @@ class TestVM:
         self.state.overrides = [str(p) for p in extra_overrides]
         self.state.save()
         logfile = self.state.artifacts_dir / "ansible.log"
+        fact_cache = self.state.dir / "facts"
+        shutil.rmtree(fact_cache, ignore_errors=True)
         for step in self.profile.steps:
             with log.step(
                 f"playbook {step.playbook}" + (f" --tags {','.join(step.tags)}" if step.tags else "")
             ):
-                status = ansible.run_step(self.inventory, step, self.extra_vars(extra_overrides), logfile)
+                status = ansible.run_step(
+                    self.inventory, step, self.extra_vars(extra_overrides), logfile, fact_cache
+                )
             if status != 0:
                 raise ApplyFailed(
                     f"{step.playbook} failed against {self.state.domain} "
@@ -302,6 +310,7 @@ class TestVM:
 
     def reboot(self) -> str:
         """A guest-initiated reboot, proven by a changed boot_id; returns the new one."""
+        ssh.close_master(self.endpoint)
         before = ssh.boot_id(self.endpoint)
         log.info(f"boot_id before: {before}")
         # The connection may drop before ssh reports: its exit status proves nothing either way.
@@ -361,6 +370,8 @@ class TestVM:
         """Remove the domain and the run directory (overlay, seed, key, console, inventory).
         Cleanup errors are logged, never raised over the first failure."""
         self.stop_services()
+        if self.state.dir.is_dir():
+            ssh.close_master(self.endpoint)
         try:
             with virt.connect(self.state.uri) as conn:
                 if virt.undefine(conn, self.state.domain):

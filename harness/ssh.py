@@ -28,6 +28,7 @@ SSH_OPTIONS: tuple[tuple[str, str], ...] = (
     ("BatchMode", "yes"),
 )
 SSH_PROBE_INTERVAL = 3.0
+CONTROL_PERSIST = 120
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,19 @@ class Endpoint:
     user: str
     key: Path
     host: str = "127.0.0.1"
+    # Where Ansible's and testinfra's shared SSH connection lives. Multiplexing saves one
+    # handshake per task, which is seconds under TCG; the harness closes the master before
+    # every reboot (FACTS.md: a stale master hung Ansible's reboot) and at teardown.
+    control_path: Path | None = None
+
+    def multiplex_args(self) -> str:
+        """SSH options for Ansible and testinfra: the harness's own, plus multiplexing."""
+        options = dict(SSH_OPTIONS)
+        if self.control_path is not None:
+            options.update(
+                ControlMaster="auto", ControlPersist=f"{CONTROL_PERSIST}s", ControlPath=str(self.control_path)
+            )
+        return " ".join(f"-o {key}={value}" for key, value in options.items())
 
     def option_args(self) -> list[str]:
         args = ["-i", str(self.key), "-p", str(self.port)]
@@ -136,3 +150,23 @@ def console_fatal(console: Path) -> str | None:
         if any(marker in line for marker in FATAL_CONSOLE_MARKERS):
             return line.strip()[:200]
     return None
+
+
+def close_master(endpoint: Endpoint) -> None:
+    """End the shared connection (and its ssh process) if one is open."""
+    if endpoint.control_path is None:
+        return
+    proc.run(
+        [
+            "ssh",
+            "-O",
+            "exit",
+            "-o",
+            f"ControlPath={endpoint.control_path}",
+            "-p",
+            str(endpoint.port),
+            f"{endpoint.user}@{endpoint.host}",
+        ],
+        check=False,
+        quiet=True,
+    )

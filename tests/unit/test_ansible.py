@@ -90,8 +90,14 @@ def test_run_step_streams_that_command_with_the_ansible_env(
     monkeypatch.setattr(ansible.proc, "stream", fake_stream)
     log = tmp_path / "ansible.log"
     step = PlaybookStep("site.yml")
-    assert ansible.run_step(rendered, step, [], log) == 2
+    facts = tmp_path / "facts"
+    assert ansible.run_step(rendered, step, [], log, facts) == 2
     assert seen["argv"] == ansible.playbook_argv(rendered, step, [])
     assert seen["logfile"] == log
-    assert seen["env"] == ansible.ANSIBLE_ENV
+    env = seen["env"]
+    assert isinstance(env, dict)
+    assert ansible.ANSIBLE_ENV.items() <= env.items()
+    # facts are cached per apply, in the run's own directory
+    assert env["ANSIBLE_GATHERING"] == "smart"
+    assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(facts)
     assert seen["cwd"] == paths.REPO
