@@ -68,4 +68,5 @@ def unit(session: nox.Session) -> None:
 def e2e(session: nox.Session) -> None:
     """The 2026-06-17 incident, end to end: RED must fail for the right reason, GREEN must pass."""
     session.install("-r", "requirements.txt")
-    session.run("pytest", "tests/e2e", "-m", "e2e", "-v", *session.posargs)
+    # -s: the harness logs each phase as it goes; a quiet 15-minute test looks hung.
+    session.run("pytest", "tests/e2e", "-m", "e2e", "-v", "-s", *session.posargs)
