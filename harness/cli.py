@@ -19,6 +19,7 @@ from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM
+from harness.secrets import scrub_tree
 from harness.state import all_runs, find, new_run_id
 from harness.summary import Summary, record_step
 
@@ -142,6 +143,7 @@ def _timed_step(vm: TestVM, name: str, action: Callable[[], object]) -> int:
         outcome = "pass"
     finally:
         record_step(vm.state.artifacts_dir, name, time.monotonic() - began, outcome)
+        scrub_tree(vm.state.artifacts_dir)
     return ExitCode.OK
 
 
@@ -208,6 +210,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for name, _active, _meta in virt.list_runs(conn):
             virt.undefine(conn, name)
             log.info(f"removed domain {name}")
+    for run in all_runs():
+        TestVM(run).stop_services()  # a kept VM's Pebble, before its state goes
     runs = paths.runs_dir()
     for child in sorted(runs.iterdir()) if runs.is_dir() else []:
         shutil.rmtree(child, ignore_errors=True)

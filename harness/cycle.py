@@ -91,6 +91,12 @@ def resolve(
     for file in extra_overrides:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
+    guest_ports = {p.guest for p in profile.published_ports}
+    if tier.pebble and not {80, 443} <= guest_ports:
+        raise BadInput(
+            f"cert tier {certs!r} needs host {host!r} to publish guest ports 80 and 443",
+            hint="Pebble validates through those forwards",
+        )
     if tier.on_demand and os.environ.get(matrix.ENV_ON_DEMAND) != "1":
         raise BadInput(
             f"cert tier {certs!r} runs on demand only",

@@ -350,12 +350,18 @@ class TestVM:
         except HarnessError:
             reachable = False
             log.warn("guest unreachable over SSH: the bundle holds controller-side evidence only")
-        return evidence.collect(
+        bundle = evidence.collect(
             self.endpoint if reachable else None,
             self.state.console_log,
             self.state.artifacts_dir / label,
             reason=reason,
         )
+        if self.state.pebble_dir:  # the controller-side CA's view of the issuance
+            for name in ("pebble.log", "challtestsrv.log"):
+                source = Path(self.state.pebble_dir) / name
+                if source.is_file():
+                    shutil.copyfile(source, bundle / name)
+        return bundle
 
     def stop_services(self) -> None:
         """Stop what the run started on the controller (Pebble) and remove its state."""

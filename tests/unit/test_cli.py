@@ -206,3 +206,23 @@ def test_unreachable_libvirt_is_a_harness_error(
     err = capsys.readouterr().err
     assert err.startswith("harness error: cannot connect to libvirt")
     assert "hint: " in err
+
+
+@pytest.mark.parametrize(
+    ("certs", "env", "expected"),
+    [
+        ("le-staging", {}, "needs internet access"),
+        ("le-staging", {"BOMA_HAS_INTERNET": "1"}, "GANDI_BEARER_TOKEN"),
+        ("le-prod-wildcard", {"BOMA_HAS_INTERNET": "1", "GANDI_BEARER_TOKEN": "x" * 12}, "on demand only"),
+    ],
+)
+def test_a_tier_this_controller_cannot_serve_is_bad_input(
+    certs: str, env: dict[str, str], expected: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name in ("BOMA_HAS_INTERNET", "GANDI_BEARER_TOKEN", "BOMA_ON_DEMAND_TIERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["cycle", "--host", "askari", "--certs", certs]) == 2
+    assert expected in capsys.readouterr().err
