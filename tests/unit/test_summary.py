@@ -60,3 +60,15 @@ def test_table_lists_phases_and_the_total(monkeypatch: pytest.MonkeyPatch) -> No
     assert [line.split()[0] for line in lines] == ["boot", "apply", "total"]
     assert "110.0s" in lines[-1]
     assert "harness overhead 10.0s" in lines[-1]
+
+
+def test_failed_phase_is_the_first_phase_that_raised() -> None:
+    summary = Summary(run_id="r", host="askari", tier="internal")
+    with summary.phase("boot"):
+        pass
+    with pytest.raises(RuntimeError), summary.phase("apply"):
+        raise RuntimeError("playbook failed")
+    with pytest.raises(RuntimeError), summary.phase("teardown"):
+        raise RuntimeError("later trouble")
+    assert summary.failed_phase == "apply"
+    assert set(summary.phases) == {"boot", "apply", "teardown"}
