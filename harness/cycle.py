@@ -25,6 +25,7 @@ from harness.machine import BootMode, TestVM, VMRequest
 from harness.secrets import scrub_text, scrub_tree
 from harness.state import new_run_id
 from harness.summary import Summary
+from harness.verify import CONTROLLER_MARKER
 
 DEFAULT_DEADLINE = 3600.0
 VERDICT_OF = {ExitCode.SUT_FAILED: "fail", ExitCode.BAD_INPUT: "bad-input"}
@@ -175,6 +176,10 @@ def run_cycle(options: CycleOptions) -> Summary:
                 with summary.phase("apply"):
                     vm.apply(options.extra_overrides)
                 if options.reboot:
+                    # What the controller sees must hold before the reboot and after it: the
+                    # incident was a port that answered until the host rebooted.
+                    with summary.phase("verify-before-reboot"):
+                        vm.verify("verify-before-reboot", marker=CONTROLLER_MARKER)
                     with summary.phase("reboot"):
                         vm.reboot()
                 with summary.phase("verify"):

@@ -332,7 +332,8 @@ class TestVM:
         self.state.save()
         return after
 
-    def verify(self, label: str = "verify") -> Path:
+    def verify(self, label: str = "verify", marker: str | None = None) -> Path:
+        """Run the profile's suite (or only the checks with ``marker``); returns the JUnit file."""
         junit = self.state.artifacts_dir / f"junit-{label}.xml"
         run_suite(
             self.profile.suite,
@@ -340,6 +341,7 @@ class TestVM:
             self.state_file,
             junit,
             self.state.artifacts_dir / f"{label}.log",
+            marker=marker,
         )
         return junit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from harness import log
 
 # Phases that exercise the system under test; everything else is harness overhead.
-SUT_PHASES = ("boot", "apply", "reboot", "verify")
+SUT_PHASES = ("boot", "apply", "verify-before-reboot", "reboot", "verify")
 
 
 @dataclass

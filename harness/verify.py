@@ -19,7 +19,13 @@ ENV_RUN_STATE = "BOMA_RUN_STATE"
 PYTEST_TESTS_FAILED = 1
 
 
-def pytest_argv(suite: Path, inventory: RenderedInventory, junit: Path) -> list[str]:
+# Checks marked so run from the controller alone; the cycle runs them before the reboot too.
+CONTROLLER_MARKER = "controller"
+
+
+def pytest_argv(
+    suite: Path, inventory: RenderedInventory, junit: Path, marker: str | None = None
+) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -34,11 +40,18 @@ def pytest_argv(suite: Path, inventory: RenderedInventory, junit: Path) -> list[
         "-v",
         "-o",
         "junit_family=xunit2",
+        *(["-m", marker] if marker else []),
     ]
 
 
 def run_suite(
-    suite: Path, inventory: RenderedInventory, state_file: Path, junit: Path, logfile: Path
+    suite: Path,
+    inventory: RenderedInventory,
+    state_file: Path,
+    junit: Path,
+    logfile: Path,
+    *,
+    marker: str | None = None,
 ) -> None:
     """Pass, or raise :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
     (pytest itself could not run the suite)."""
@@ -46,7 +59,7 @@ def run_suite(
     # directory must be on PATH even when the harness was started as .venv/bin/python.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     status = proc.stream(
-        pytest_argv(suite, inventory, junit),
+        pytest_argv(suite, inventory, junit, marker),
         logfile=logfile,
         env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1", "PATH": path},
     )

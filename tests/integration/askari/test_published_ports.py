@@ -21,6 +21,8 @@ PROBE_TIMEOUT = 10.0
 PROBE_INTERVAL = 3.0
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 
+pytestmark = pytest.mark.controller
+
 
 def _ports(profile):
     return {p["name"]: p for p in profile["published_ports"]}
