@@ -4,7 +4,6 @@ work from libvirt's metadata; the parser refuses contradictions."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -125,20 +124,6 @@ def test_keep_and_no_keep_are_mutually_exclusive(capsys: pytest.CaptureFixture[s
 # -- list and prune, against libvirt's fake driver ----------------------------------------------
 
 
-@pytest.fixture
-def fake_libvirt(monkeypatch: pytest.MonkeyPatch) -> Iterator[libvirt.virConnect]:
-    """The fake driver's shared in-memory state; list/prune are pointed at it with --uri."""
-    conn = libvirt.open(TEST_URI)
-    before = {dom.name() for dom in conn.listAllDomains()}
-    try:
-        yield conn
-    finally:
-        for dom in conn.listAllDomains():
-            if dom.name() not in before:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        conn.close()
 
 
 def start_vm(conn: libvirt.virConnect, run_id: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,19 +15,6 @@ from harness.errors import HarnessError
 TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
 
 
-@pytest.fixture
-def conn() -> Iterator[libvirt.virConnect]:
-    connection = libvirt.open(TEST_URI)
-    before = {dom.name() for dom in connection.listAllDomains()}
-    try:
-        yield connection
-    finally:
-        for dom in connection.listAllDomains():
-            if dom.name() not in before:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        connection.close()
 
 
 def start_vm(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -38,20 +37,6 @@ def qemu_args(root: ET.Element) -> list[str]:
     return [arg.attrib["value"] for arg in root.iter(f"{{{virt.QEMU_NS}}}arg")]
 
 
-@pytest.fixture
-def conn() -> Iterator[libvirt.virConnect]:
-    """A connection to the fake driver, left as found: it keeps its domains for the process."""
-    connection = libvirt.open(TEST_URI)
-    before = {dom.name() for dom in connection.listAllDomains()}
-    try:
-        yield connection
-    finally:
-        for dom in connection.listAllDomains():
-            if dom.name() not in before:
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        connection.close()
 
 
 # -- domain XML --------------------------------------------------------------------------------
