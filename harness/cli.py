@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from harness import cycle, log, paths, preflight, virt
+from harness import cycle, log, paths, preflight, ssh, virt
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
@@ -211,7 +211,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
             virt.undefine(conn, name)
             log.info(f"removed domain {name}")
     for run in all_runs():
-        TestVM(run).stop_services()  # a kept VM's Pebble, before its state goes
+        # A kept run's controller-side processes (Pebble, the shared SSH connection) end
+        # before its state goes.
+        vm = TestVM(run)
+        vm.stop_services()
+        ssh.close_master(vm.endpoint)
     runs = paths.runs_dir()
     for child in sorted(runs.iterdir()) if runs.is_dir() else []:
         shutil.rmtree(child, ignore_errors=True)

@@ -10,6 +10,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -77,8 +78,16 @@ class TestVM:
 
     def __init__(self, state: RunState) -> None:
         self.state = state
-        self.profile = config.load_profile(state.host)
-        self.tier = config.load_tier(state.tier)
+
+    # Loaded when first needed: cleanup (prune, down) must work even if a profile or tier
+    # file changed or vanished since the VM was kept.
+    @cached_property
+    def profile(self) -> config.Profile:
+        return config.load_profile(self.state.host)
+
+    @cached_property
+    def tier(self) -> config.CertTier:
+        return config.load_tier(self.state.tier)
 
     # -- identity -----------------------------------------------------------------------
     @property
