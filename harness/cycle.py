@@ -19,7 +19,8 @@ from types import FrameType
 from harness import accel, config, log, matrix, paths, preflight, virt
 from harness.errors import BadInput, BomaError, ExitCode, HarnessError
 from harness.image.caddy import ensure_caddy_tarball
-from harness.image.golden import ensure_golden
+from harness.image.download import download_verified
+from harness.image.golden import GoldenImage, ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import BootMode, TestVM, VMRequest
 from harness.secrets import scrub_text, scrub_tree
@@ -50,6 +51,9 @@ class CycleOptions:
     uri: str = virt.DEFAULT_URI
     deadline: float = DEFAULT_DEADLINE
     extra_overrides: tuple[Path, ...] = ()
+    # The `download` image source, for real hosts that reach the official cloud image.
+    image_url: str | None = None
+    image_sums_url: str | None = None
 
 
 class DeadlineExceeded(HarnessError):
@@ -119,15 +123,25 @@ def prepare(options: CycleOptions, summary: Summary) -> VMRequest:
         preflight.ensure_libvirt(options.uri)
         preflight.check_resources(profile.memory_mib)
         preflight.check_capacity(options.uri)
+    boot = options.boot
     with summary.phase("image"):
-        golden = ensure_golden(golden_recipe)
+        if options.image_url and options.image_sums_url:
+            disk = download_verified(
+                options.image_url, options.image_sums_url, paths.cache_dir() / "downloads"
+            )
+            golden = GoldenImage(disk=disk, kernel=None, initrd=None, cmdline="", key=disk.name)
+            if boot is BootMode.DIRECT:
+                log.info("a downloaded image boots through its own firmware and GRUB")
+                boot = BootMode.FIRMWARE
+        else:
+            golden = ensure_golden(golden_recipe)
         caddy = ensure_caddy_tarball(caddy_recipe)
     return VMRequest(
         profile=profile,
         tier=tier,
         accel=chosen,
         uri=options.uri,
-        boot=options.boot,
+        boot=boot,
         golden=golden,
         caddy_archive=caddy,
     )

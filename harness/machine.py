@@ -73,6 +73,13 @@ class VMRequest:
     caddy_archive: Path
 
 
+def _direct_boot(request: VMRequest) -> virt.DirectBoot | None:
+    golden = request.golden
+    if request.boot is not BootMode.DIRECT or golden.kernel is None or golden.initrd is None:
+        return None
+    return virt.DirectBoot(golden.kernel, golden.initrd, golden.cmdline)
+
+
 class TestVM:
     """A running (or kept) test VM, addressed through its run state."""
 
@@ -168,11 +175,7 @@ class TestVM:
                     ("tier", request.tier.name),
                     ("run_dir", str(run_dir)),
                 ),
-                direct_boot=(
-                    virt.DirectBoot(request.golden.kernel, request.golden.initrd, request.golden.cmdline)
-                    if request.boot is BootMode.DIRECT
-                    else None
-                ),
+                direct_boot=_direct_boot(request),
             )
             with virt.connect(request.uri) as conn:
                 virt.define_and_start(conn, spec)

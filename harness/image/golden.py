@@ -35,11 +35,14 @@ BUILD_LOG = "build.log"
 
 @dataclass(frozen=True)
 class GoldenImage:
-    """A built golden image: boot ``disk`` through GRUB, or ``kernel``/``initrd``/``cmdline``."""
+    """A golden image: boot ``disk`` through GRUB, or ``kernel``/``initrd``/``cmdline``.
+
+    A downloaded official image has no kernel beside it: it boots through its firmware only.
+    """
 
     disk: Path
-    kernel: Path
-    initrd: Path
+    kernel: Path | None
+    initrd: Path | None
     cmdline: str
     key: str
 
@@ -84,7 +87,7 @@ def _load(directory: Path, recipe: GoldenRecipe) -> GoldenImage | None:
         cmdline=recipe.cmdline,
         key=recipe.key(),
     )
-    parts = (image.disk, image.kernel, image.initrd, directory / MANIFEST)
+    parts = (image.disk, directory / KERNEL, directory / INITRD, directory / MANIFEST)
     return image if all(p.is_file() for p in parts) else None
 
 
