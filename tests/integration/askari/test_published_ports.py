@@ -9,12 +9,14 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from cryptography import x509
+
+from harness.errors import HarnessError
+from harness.poll import NotYet, wait_until
 
 ROUTES_FILE = Path(__file__).resolve().parents[3] / "inventories/production/group_vars/all/reverse_proxy.yml"
 
@@ -72,17 +74,19 @@ def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
 
 
 def _wait_for_answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None] | str:
-    deadline = time.monotonic() + PORT_ANSWER_TIMEOUT
-    last = "nothing yet"
-    while True:
+    """The answer, or the reason there was none, through the harness's one polling loop."""
+
+    def probe() -> tuple[int, bytes | None]:
         try:
             return _request(port, sni, tls)
         except (OSError, http.client.HTTPException) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() >= deadline:
-            return (f"127.0.0.1:{port} (SNI {sni}) did not answer from the controller within "
-                    f"{PORT_ANSWER_TIMEOUT:.0f}s; last seen: {last}")
-        time.sleep(PROBE_INTERVAL)
+            raise NotYet(f"{type(exc).__name__}: {exc}") from exc
+
+    try:
+        return wait_until(probe, what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller",
+                          timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
+    except HarnessError as exc:
+        return exc.message
 
 
 def test_https_answers_from_controller(run_state, profile):
