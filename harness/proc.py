@@ -77,14 +77,25 @@ def render(argv: Sequence[str]) -> str:
     return shlex.join(argv)
 
 
+def _venv_path(path: str | None = None) -> str:
+    """PATH with the venv's own bin dir first: ansible-playbook, pytest and ansible-inventory
+    (which testinfra runs through a shell) come from the venv the harness runs in, even when
+    that venv is not on PATH (``.venv/bin/python -m harness``)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), path or os.environ.get("PATH", "")])
+
+
+def _prepare(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
+    """The checked command and its environment, for every way of starting a program."""
+    if isinstance(argv, str):
+        raise TypeError("proc takes an argument list, never a shell string")
+    merged = {**os.environ, **(env or {})}
+    merged["PATH"] = _venv_path(merged.get("PATH"))
+    return [require(argv[0]), *argv[1:]], merged
+
+
 def require(program: str) -> str:
     """Return the full path of ``program`` or fail with the package that provides it."""
-    # The venv's own bin dir first: ansible-playbook and pytest come from the venv the harness
-    # runs in, even when that venv is not on PATH (``.venv/bin/python -m harness``).
-    search = os.pathsep.join(
-        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
-    )
-    found = shutil.which(program, path=search)
+    found = shutil.which(program, path=os.pathsep.join([_venv_path(), "/usr/sbin", "/sbin"]))
     if found is None:
         package = PACKAGE_OF.get(program, "?")
         raise HarnessError(
@@ -105,12 +116,9 @@ def run(
     quiet: bool = False,
 ) -> Result:
     """Run ``argv`` to completion, capturing its output."""
-    if isinstance(argv, str):
-        raise TypeError("proc.run takes an argument list, never a shell string")
-    full = [require(argv[0]), *argv[1:]]
+    full, merged_env = _prepare(argv, env)
     if not quiet:
         log.info(f"$ {render(argv)}")
-    merged_env = {**os.environ, **env} if env is not None else None
     try:
         done = subprocess.run(
             full,
@@ -144,11 +152,8 @@ def stream(
     Returns the exit status: a long command's failure (ansible, pytest) is judged by the
     caller, who knows whether it means the harness broke or the system under test is wrong.
     """
-    if isinstance(argv, str):
-        raise TypeError("proc.stream takes an argument list, never a shell string")
-    full = [require(argv[0]), *argv[1:]]
+    full, merged_env = _prepare(argv, env)
     log.info(f"$ {render(argv)}  (log: {logfile})")
-    merged_env = {**os.environ, **env} if env is not None else None
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("a", encoding="utf-8") as sink:
         sink.write(f"$ {render(argv)}\n")
@@ -196,11 +201,8 @@ def spawn(argv: Sequence[str], *, logfile: Path, env: Mapping[str, str] | None =
     Returns its pid; the caller records it and ends it with :func:`stop`, also from a later
     command (a kept VM's services outlive the command that started them).
     """
-    if isinstance(argv, str):
-        raise TypeError("proc.spawn takes an argument list, never a shell string")
-    full = [require(argv[0]), *argv[1:]]
+    full, merged_env = _prepare(argv, env)
     log.info(f"$ {render(argv)} &  (log: {logfile})")
-    merged_env = {**os.environ, **env} if env is not None else None
     with logfile.open("a", encoding="utf-8") as sink:
         child = subprocess.Popen(
             full,

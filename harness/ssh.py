@@ -28,6 +28,7 @@ SSH_OPTIONS: tuple[tuple[str, str], ...] = (
     ("BatchMode", "yes"),
 )
 SSH_PROBE_INTERVAL = 3.0
+BOOT_ID_COMMAND = ("cat", "/proc/sys/kernel/random/boot_id")
 CONTROL_PERSIST = 120
 
 
@@ -99,7 +100,7 @@ def run(
 
 
 def boot_id(endpoint: Endpoint) -> str:
-    return run(endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], quiet=True).stdout.strip()
+    return run(endpoint, BOOT_ID_COMMAND, quiet=True).stdout.strip()
 
 
 def wait_for_boot(
@@ -121,9 +122,7 @@ def wait_for_boot(
                 f"the guest kernel died during boot: {fatal}", hint=f"see the serial console: {console}"
             )
         try:
-            result = run(
-                endpoint, ["cat", "/proc/sys/kernel/random/boot_id"], check=False, timeout=30, quiet=True
-            )
+            result = run(endpoint, BOOT_ID_COMMAND, check=False, timeout=30, quiet=True)
         except HarnessError as exc:  # the ssh client itself timed out
             raise NotYet(str(exc)) from exc
         if result.returncode != 0:

@@ -7,7 +7,6 @@ loopback forwards (``BOMA_RUN_STATE``).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -55,13 +54,10 @@ def run_suite(
 ) -> None:
     """Pass, or raise :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
     (pytest itself could not run the suite)."""
-    # testinfra's ansible backend runs `ansible-inventory` through a shell: the venv's bin
-    # directory must be on PATH even when the harness was started as .venv/bin/python.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     status = proc.stream(
         pytest_argv(suite, inventory, junit, marker),
         logfile=logfile,
-        env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1", "PATH": path},
+        env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"},
     )
     if status == PYTEST_TESTS_FAILED:
         raise VerificationFailed(f"checks failed against the VM; see {junit} and {logfile}")

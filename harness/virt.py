@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import libvirt
 
@@ -188,16 +187,3 @@ def undefine(conn: libvirt.virConnect, name: str) -> bool:
     except libvirt.libvirtError as exc:
         raise _fail(f"remove {name}", exc) from exc
     return True
-
-
-def is_active(conn: libvirt.virConnect, name: str) -> bool:
-    try:
-        return bool(conn.lookupByName(name).isActive())
-    except libvirt.libvirtError:
-        return False
-
-
-def info(conn: libvirt.virConnect, name: str) -> dict[str, Any]:
-    dom = conn.lookupByName(name)
-    state, max_mem, _mem, vcpus, _cpu_time = dom.info()
-    return {"state": state, "memory_kib": max_mem, "vcpus": vcpus}
