@@ -117,14 +117,14 @@ def prepare(options: CycleOptions, summary: Summary) -> VMRequest:
     profile, tier = resolve(options.host, options.certs, options.extra_overrides)
     chosen, why = accel.choose(options.accel)
     golden_recipe, caddy_recipe = GoldenRecipe(), CaddyRecipe()
-    with summary.phase("preflight"):
+    with summary.phase("preflight", sut=False):
         log.info(f"accelerator: {chosen.value} ({why})")
         preflight.check_tools(with_image_build=True)
         preflight.ensure_libvirt(options.uri)
         preflight.check_resources(profile.memory_mib)
         preflight.check_capacity(options.uri)
     boot = options.boot
-    with summary.phase("image"):
+    with summary.phase("image", sut=False):
         if options.image_url and options.image_sums_url:
             disk = download_verified(
                 options.image_url, options.image_sums_url, paths.cache_dir() / "downloads"
@@ -154,7 +154,7 @@ def running_vm(request: VMRequest, summary: Summary, keep: Keep) -> Iterator[Tes
     kept = False
     try:
         try:
-            with summary.phase("boot"):
+            with summary.phase("boot", sut=True):
                 vm = TestVM.create(request, summary.run_id)
                 summary.accel, summary.boot_mode = request.accel.value, request.boot.value
                 vm.wait_ready()
@@ -187,16 +187,16 @@ def run_cycle(options: CycleOptions) -> Summary:
         with guarded(options.deadline):
             request = prepare(options, summary)
             with running_vm(request, summary, options.keep) as vm:
-                with summary.phase("apply"):
+                with summary.phase("apply", sut=True):
                     vm.apply(options.extra_overrides)
                 if options.reboot:
                     # What the controller sees must hold before the reboot and after it: the
                     # incident was a port that answered until the host rebooted.
-                    with summary.phase("verify-before-reboot"):
+                    with summary.phase("verify-before-reboot", sut=True):
                         vm.verify("verify-before-reboot", marker=CONTROLLER_MARKER)
-                    with summary.phase("reboot"):
+                    with summary.phase("reboot", sut=True):
                         vm.reboot()
-                with summary.phase("verify"):
+                with summary.phase("verify", sut=True):
                     vm.verify()
         summary.finish("pass")
         return summary

@@ -32,7 +32,7 @@ from harness import (
 from harness.accel import Accel
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.image.golden import GoldenImage
-from harness.ports import free_loopback_port
+from harness.ports import free_loopback_ports
 from harness.state import RunState, domain_name
 from harness.verify import run_suite
 
@@ -138,7 +138,8 @@ class TestVM:
         run_dir.chmod(0o755)  # libvirt's qemu user must reach the overlay and console log
         artifacts = paths.run_artifacts(profile.name, request.tier.name, run_id)
         artifacts.mkdir(parents=True, exist_ok=True)
-        ports = {str(p.guest): free_loopback_port() for p in profile.published_ports}
+        ssh_port, *host_ports = free_loopback_ports(1 + len(profile.published_ports))
+        ports = {str(p.guest): port for p, port in zip(profile.published_ports, host_ports, strict=True)}
         state = RunState(
             run_id=run_id,
             host=profile.name,
@@ -146,7 +147,7 @@ class TestVM:
             domain=name,
             uri=request.uri,
             accel=request.accel.value,
-            ssh_port=free_loopback_port(),
+            ssh_port=ssh_port,
             ports=ports,
             run_dir=str(run_dir),
             artifacts=str(artifacts),

@@ -9,25 +9,33 @@ guest. Nothing but loopback is ever used.
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import ssl
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness import log, proc
+from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
-from harness.ports import free_loopback_port
+from harness.ports import free_loopback_ports
 
 GUEST_GATEWAY = "10.0.2.2"  # QEMU user-mode networking: the controller's loopback, from the guest
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 60.0
 CA_IN_CONTAINER = "/etc/caddy/pebble-ca.pem"  # the role mounts the config dir into the container
 PEBBLE_ENV = {
     "PEBBLE_VA_NOSLEEP": "1",  # no random validation delay: the cycle is slow enough
     "PEBBLE_WFE_NONCEREJECT": "0",  # no random bad-nonce rejections
+    # Validation goes to the guest's loopback forwards: never through a proxy the controller's
+    # environment may name (CI machines can set one).
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
 }
+
+
+class PebbleDied(HarnessError):
+    """Pebble or challtestsrv exited before Pebble's directory answered."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +129,30 @@ def _make_tls(directory: Path) -> None:
     )
 
 
+def _directory_answers(port: int, ca_cert: Path) -> None:
+    """Pebble's ACME directory answers on loopback (straight there: proxies never apply)."""
+    context = ssl.create_default_context(cafile=str(ca_cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+    try:
+        conn.request("GET", "/dir")
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        raise NotYet(str(exc)) from exc
+    finally:
+        conn.close()
+    if status != 200:
+        raise NotYet(f"GET /dir answered HTTP {status}")
+
+
 def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
-    """Start challtestsrv (mock DNS) and Pebble; return once Pebble's directory answers."""
+    """Start challtestsrv (mock DNS) and Pebble; return once Pebble's directory answers.
+
+    If either program exits first, or Pebble does not answer in time, the error carries the end
+    of both logs and everything started is stopped and removed.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     _make_tls(directory)
-    acme, management, dns, dns_mgmt = (free_loopback_port() for _ in range(4))
+    acme, management, dns, dns_mgmt = free_loopback_ports(4)
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{acme}",
@@ -139,6 +166,7 @@ def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
         }
     }
     (directory / "pebble.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    logs = {"pebble-challtestsrv": directory / "challtestsrv.log", "pebble": directory / "pebble.log"}
     pids = [
         proc.spawn(
             [
@@ -158,28 +186,35 @@ def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
                 "-defaultIPv6",
                 "",
             ],
-            logfile=directory / "challtestsrv.log",
+            logfile=logs["pebble-challtestsrv"],
         )
     ]
     pids.append(
         proc.spawn(
             ["pebble", "-config", str(directory / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns}"],
-            logfile=directory / "pebble.log",
+            logfile=logs["pebble"],
             env=PEBBLE_ENV,
         )
     )
     run = PebbleRun(directory=directory, acme_port=acme, pids=tuple(pids))
-    context = ssl.create_default_context(cafile=str(run.ca_cert))
+
+    def logs_say() -> str:
+        return "".join(f"\n--- end of {path.name} ---\n{proc.log_tail(path)}" for path in logs.values())
 
     def answers() -> None:
-        try:
-            with urllib.request.urlopen(f"https://127.0.0.1:{acme}/dir", context=context, timeout=5):
-                return
-        except (OSError, urllib.error.URLError) as exc:
-            raise NotYet(str(exc)) from exc
+        for pid, program in zip(run.pids, logs, strict=True):
+            status = proc.exit_status(pid)
+            if status is not None:
+                raise PebbleDied(f"{program} exited with status {status} before Pebble answered{logs_say()}")
+        _directory_answers(acme, run.ca_cert)
 
     try:
-        wait_until(answers, what=f"Pebble on 127.0.0.1:{acme}", timeout=READY_TIMEOUT, interval=0.5)
+        try:
+            wait_until(answers, what=f"Pebble on 127.0.0.1:{acme}", timeout=READY_TIMEOUT, interval=0.5)
+        except PebbleDied:
+            raise
+        except HarnessError as exc:  # timed out: say what the programs themselves said
+            raise HarnessError(f"{exc}{logs_say()}") from exc
     except BaseException:
         stop(run.pids, directory)
         raise

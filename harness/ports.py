@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 
-def free_loopback_port() -> int:
-    """A port that was free on 127.0.0.1 a moment ago.
+def free_loopback_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free on 127.0.0.1 a moment ago.
 
-    There is a window between this check and QEMU binding the port; a lost race makes QEMU
-    fail to start, which the domain start reports plainly, so it is not papered over here.
+    All the probe sockets are held open together, so the kernel cannot hand the same port out
+    twice. There is still a window between this check and the real owner binding the port; a
+    lost race makes that owner fail to start, which its caller reports plainly.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def free_loopback_port() -> int:
+    """One port that was free on 127.0.0.1 a moment ago (see :func:`free_loopback_ports`)."""
+    return free_loopback_ports(1)[0]

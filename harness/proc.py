@@ -215,14 +215,47 @@ def spawn(argv: Sequence[str], *, logfile: Path, env: Mapping[str, str] | None =
     return child.pid
 
 
+def exit_status(pid: int) -> int | None:
+    """The exit status of a child started by :func:`spawn` once it has ended, else ``None``.
+
+    Only for children of this process (Pebble while its run starts); it reaps the child.
+    """
+    reaped, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if reaped == pid else None
+
+
+def log_tail(logfile: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    """The last lines of a spawned service's log, scrubbed, for an error message."""
+    try:
+        text = logfile.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc.strerror})"
+    tail = "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+    return scrub_text(tail, known_secrets())
+
+
+def _still_ours(pid: int, program: str) -> bool:
+    """Whether ``pid`` is still the running service we started (and not a reused pid).
+
+    A child of this process cannot have its pid reused before it is reaped, so it is ours for
+    sure (its /proc cmdline may even read empty for a moment after exec). A pid recorded by an
+    earlier command is ours only if it still runs ``program``.
+    """
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        except OSError:
+            return False  # already gone
+        return Path(cmdline).name == program
+    return reaped != pid  # reaped just now: it had already exited
+
+
 def stop(pid: int, program: str) -> None:
     """End a process group started by :func:`spawn`, if it is still the program we started."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return  # already gone
-    if Path(cmdline).name != program:
-        return  # the pid was reused by something else: not ours to kill
+    if not _still_ours(pid, program):
+        return
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
 
@@ -239,3 +272,5 @@ def stop(pid: int, program: str) -> None:
     except HarnessError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)  # our own child: reap it, so no zombie outlives the run

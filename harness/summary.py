@@ -12,9 +12,6 @@ from pathlib import Path
 
 from harness import log
 
-# Phases that exercise the system under test; everything else is harness overhead.
-SUT_PHASES = ("boot", "apply", "verify-before-reboot", "reboot", "verify")
-
 
 @dataclass
 class Summary:
@@ -27,6 +24,7 @@ class Summary:
     failed_phase: str | None = None
     reason: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    sut_phases: list[str] = field(default_factory=list)  # the rest of the total is overhead
     started: float = field(default_factory=time.time)
     total_s: float = 0.0
     overhead_s: float = 0.0
@@ -34,8 +32,14 @@ class Summary:
     controller: str = field(default_factory=platform.node)
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """A timed, logged phase; the first phase that raises is the run's failed phase."""
+    def phase(self, name: str, *, sut: bool) -> Iterator[None]:
+        """A timed, logged phase; the first phase that raises is the run's failed phase.
+
+        ``sut`` says whether the phase's time is the system under test at work (booting,
+        applying, rebooting, verifying) rather than the harness's own overhead.
+        """
+        if sut and name not in self.sut_phases:
+            self.sut_phases.append(name)
         try:
             with log.step(name, self.phases):
                 yield
@@ -47,7 +51,7 @@ class Summary:
     def finish(self, verdict: str) -> None:
         self.verdict = verdict
         self.total_s = round(time.time() - self.started, 1)
-        sut = sum(self.phases.get(p, 0.0) for p in SUT_PHASES)
+        sut = sum(self.phases.get(p, 0.0) for p in self.sut_phases)
         self.overhead_s = round(max(0.0, self.total_s - sut), 1)
 
     def write(self, directory: Path) -> Path:

@@ -59,12 +59,12 @@ def test_incident_red_then_green() -> None:
         with guarded(DEADLINE):
             request = prepare(options, summary)
             with running_vm(request, summary, Keep.NEVER) as vm:
-                with log.step("RED: apply without the container-forward drop-in", summary.phases):
+                with summary.phase("RED: apply without the container-forward drop-in", sut=True):
                     vm.apply((RED_OVERLAY,))
-                with log.step("RED: reboot", summary.phases):
+                with summary.phase("RED: reboot", sut=True):
                     vm.reboot()
                 with (
-                    log.step("RED: verify (must fail)", summary.phases),
+                    summary.phase("RED: verify (must fail)", sut=True),
                     pytest.raises(VerificationFailed),
                 ):
                     vm.verify(label="verify-red")
@@ -79,11 +79,11 @@ def test_incident_red_then_green() -> None:
                 assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
                 assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
 
-                with log.step("GREEN: apply the repository as it is", summary.phases):
+                with summary.phase("GREEN: apply the repository as it is", sut=True):
                     vm.apply()
-                with log.step("GREEN: reboot", summary.phases):
+                with summary.phase("GREEN: reboot", sut=True):
                     vm.reboot()
-                with log.step("GREEN: verify (must pass)", summary.phases):
+                with summary.phase("GREEN: verify (must pass)", sut=True):
                     vm.verify(label="verify-green")
         summary.finish("pass")
     except BaseException:

@@ -4,6 +4,7 @@ that say what failed, and long commands teed to a log."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,39 @@ def test_stream_appends_to_an_existing_log(tmp_path: Path) -> None:
     lines = log.read_text(encoding="utf-8").splitlines()
     assert lines[0] == "earlier run"
     assert lines[-1] == "second"
+
+
+def test_exit_status_of_a_spawned_service_is_none_while_it_runs_then_its_code(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    pid = proc.spawn([sys.executable, "-c", "import sys; print('bye', flush=True); sys.exit(3)"], logfile=log)
+    status = None
+    for _ in range(100):  # the child exits at once; allow a slow machine 10 s
+        status = proc.exit_status(pid)
+        if status is not None:
+            break
+        time.sleep(0.1)
+    assert status == 3
+    assert proc.log_tail(log).endswith("bye")
+
+
+def test_exit_status_is_none_for_a_running_service(tmp_path: Path) -> None:
+    pid = proc.spawn([sys.executable, "-c", "import time; time.sleep(30)"], logfile=tmp_path / "s.log")
+    try:
+        assert proc.exit_status(pid) is None
+    finally:
+        proc.stop(pid, Path(sys.executable).name)
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_log_tail_keeps_the_last_lines_and_says_when_there_is_no_log(tmp_path: Path) -> None:
+    log = tmp_path / "service.log"
+    log.write_text("".join(f"line {n}\n" for n in range(100)), encoding="utf-8")
+    assert proc.log_tail(log, lines=2) == "line 98\nline 99"
+    assert proc.log_tail(tmp_path / "absent.log").startswith("(no log:")
+
+
+def test_log_tail_scrubs_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANDI_BEARER_TOKEN", "s3cr3t-token-value")
+    log = tmp_path / "service.log"
+    log.write_text("auth with s3cr3t-token-value failed\n", encoding="utf-8")
+    assert "s3cr3t-token-value" not in proc.log_tail(log)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ def test_finish_computes_total_and_overhead(monkeypatch: pytest.MonkeyPatch) -> 
     run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
     run.phases = {"preflight": 4.0, "image": 6.0, "boot": 80.0, "apply": 300.0, "reboot": 84.0,
                   "verify": 20.0, "teardown": 3.0}
+    run.sut_phases = ["boot", "apply", "reboot", "verify"]
     at(monkeypatch, STARTED + 500.04)
     run.finish("pass")
     assert run.verdict == "pass"
@@ -32,6 +35,7 @@ def test_finish_computes_total_and_overhead(monkeypatch: pytest.MonkeyPatch) -> 
 def test_overhead_is_never_negative(monkeypatch: pytest.MonkeyPatch) -> None:
     run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
     run.phases = {"boot": 90.0}
+    run.sut_phases = ["boot"]
     at(monkeypatch, STARTED + 60)
     run.finish("error")
     assert (run.total_s, run.overhead_s) == (60.0, 0.0)
@@ -41,6 +45,7 @@ def test_write_round_trips_through_json(tmp_path: Path, monkeypatch: pytest.Monk
     run = Summary(run_id="0001", host="askari", tier="le-staging", accel="tcg", boot_mode="direct",
                   failed_phase="verify", reason="checks failed", started=STARTED, kept=True)
     run.phases = {"boot": 80.5, "verify": 10.0}
+    run.sut_phases = ["boot", "verify"]
     at(monkeypatch, STARTED + 100)
     run.finish("fail")
     path = run.write(tmp_path / "artifacts" / "askari-le-staging-0001")
@@ -54,6 +59,7 @@ def test_write_round_trips_through_json(tmp_path: Path, monkeypatch: pytest.Monk
 def test_table_lists_phases_and_the_total(monkeypatch: pytest.MonkeyPatch) -> None:
     run = Summary(run_id="0001", host="askari", tier="internal", started=STARTED)
     run.phases = {"boot": 80.0, "apply": 20.0}
+    run.sut_phases = ["boot", "apply"]
     at(monkeypatch, STARTED + 110)
     run.finish("pass")
     lines = run.table().splitlines()
@@ -64,11 +70,32 @@ def test_table_lists_phases_and_the_total(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_failed_phase_is_the_first_phase_that_raised() -> None:
     summary = Summary(run_id="r", host="askari", tier="internal")
-    with summary.phase("boot"):
+    with summary.phase("boot", sut=True):
         pass
-    with pytest.raises(RuntimeError), summary.phase("apply"):
+    with pytest.raises(RuntimeError), summary.phase("apply", sut=True):
         raise RuntimeError("playbook failed")
-    with pytest.raises(RuntimeError), summary.phase("teardown"):
+    with pytest.raises(RuntimeError), summary.phase("teardown", sut=False):
         raise RuntimeError("later trouble")
     assert summary.failed_phase == "apply"
     assert set(summary.phases) == {"boot", "apply", "teardown"}
+
+
+def test_overhead_counts_only_phases_not_marked_as_the_system_under_test(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The incident test names its own phases ("RED: reboot", ...): they are SUT time all the same.
+    run = Summary(run_id="r", host="askari", tier="internal", started=STARTED)
+    monkeypatch.setattr(summary_module.log, "step", _instant_step)
+    for name, sut in (("preflight", False), ("RED: apply", True), ("GREEN: reboot", True)):
+        with run.phase(name, sut=sut):
+            pass
+    run.phases.update({"preflight": 5.0, "RED: apply": 270.0, "GREEN: reboot": 50.0})
+    at(monkeypatch, STARTED + 330)
+    run.finish("pass")
+    assert run.sut_phases == ["RED: apply", "GREEN: reboot"]
+    assert run.overhead_s == 10.0  # 330 − (270 + 50): preflight and the gaps are overhead
+
+
+@contextmanager
+def _instant_step(name: str, phases: dict[str, float]) -> Iterator[None]:
+    yield
