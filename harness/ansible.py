@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness import paths, proc
@@ -45,17 +47,47 @@ def fact_cache_env(cache: Path) -> dict[str, str]:
     }
 
 
+def timing_env(sink: Path) -> dict[str, str]:
+    """Record each task's wall time to ``sink`` (JSON lines) through the harness's callback."""
+    return {
+        "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).parent / "ansible_callbacks"),
+        "ANSIBLE_CALLBACKS_ENABLED": "boma_timing",
+        "BOMA_TASK_TIMES": str(sink),
+    }
+
+
+@dataclass(frozen=True)
+class TaskTime:
+    play: str
+    task: str
+    seconds: float
+
+
+def task_times(sink: Path) -> list[TaskTime]:
+    """The tasks recorded in ``sink``, slowest first; none if nothing was recorded."""
+    if not sink.exists():
+        return []
+    times = []
+    for line in sink.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        times.append(TaskTime(entry["play"], entry["task"], float(entry["seconds"])))
+    return sorted(times, key=lambda t: t.seconds, reverse=True)
+
+
 def run_step(
     inventory: RenderedInventory,
     step: PlaybookStep,
     extra_vars: Sequence[Path],
+    *,
     logfile: Path,
     fact_cache: Path,
+    task_sink: Path,
 ) -> int:
-    """Run one step, output teed to ``logfile``; returns ansible-playbook's exit status."""
+    """Run one step, output teed to ``logfile`` and task times appended to ``task_sink``;
+    returns ansible-playbook's exit status."""
     return proc.stream(
         playbook_argv(inventory, step, extra_vars),
         logfile=logfile,
-        env={**ANSIBLE_ENV, **fact_cache_env(fact_cache)},
+        env={**ANSIBLE_ENV, **fact_cache_env(fact_cache), **timing_env(task_sink)},
         cwd=paths.REPO,
     )

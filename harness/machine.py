@@ -46,6 +46,7 @@ REBOOT_REQUEST_TIMEOUT = 60.0
 # startup is over. A unit that hangs past this is the verify suite's to judge, not a crash.
 SETTLE_TIMEOUT = 300.0
 CADDY_IMAGE_TAG = "boma/caddy:test"
+SLOWEST_TASKS_SHOWN = 5
 
 
 class ApplyFailed(BomaError):
@@ -308,12 +309,29 @@ class TestVM:
         logfile = self.state.artifacts_dir / "ansible.log"
         fact_cache = self.state.dir / "facts"
         shutil.rmtree(fact_cache, ignore_errors=True)
+        task_sink = self.state.artifacts_dir / "ansible-tasks.jsonl"
+        task_sink.unlink(missing_ok=True)  # this apply's tasks only
+        try:
+            self._run_steps(extra_overrides, logfile, fact_cache, task_sink)
+        finally:
+            slowest = ansible.task_times(task_sink)[:SLOWEST_TASKS_SHOWN]
+            if slowest:
+                log.info("slowest tasks: " + "; ".join(f"{t.task} {t.seconds:.1f}s" for t in slowest))
+
+    def _run_steps(
+        self, extra_overrides: tuple[Path, ...], logfile: Path, fact_cache: Path, task_sink: Path
+    ) -> None:
         for step in self.profile.steps:
             with log.step(
                 f"playbook {step.playbook}" + (f" --tags {','.join(step.tags)}" if step.tags else "")
             ):
                 status = ansible.run_step(
-                    self.inventory, step, self.extra_vars(extra_overrides), logfile, fact_cache
+                    self.inventory,
+                    step,
+                    self.extra_vars(extra_overrides),
+                    logfile=logfile,
+                    fact_cache=fact_cache,
+                    task_sink=task_sink,
                 )
             if status != 0:
                 raise ApplyFailed(

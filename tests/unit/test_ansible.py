@@ -4,11 +4,12 @@ in order with the connection file last."""
 from __future__ import annotations
 
 import configparser
+import sys
 from pathlib import Path
 
 import pytest
 
-from harness import ansible, paths
+from harness import ansible, paths, proc
 from harness.config import PlaybookStep
 from harness.inventory import RenderedInventory
 
@@ -91,7 +92,8 @@ def test_run_step_streams_that_command_with_the_ansible_env(
     log = tmp_path / "ansible.log"
     step = PlaybookStep("site.yml")
     facts = tmp_path / "facts"
-    assert ansible.run_step(rendered, step, [], log, facts) == 2
+    tasks = tmp_path / "ansible-tasks.jsonl"
+    assert ansible.run_step(rendered, step, [], logfile=log, fact_cache=facts, task_sink=tasks) == 2
     assert seen["argv"] == ansible.playbook_argv(rendered, step, [])
     assert seen["logfile"] == log
     env = seen["env"]
@@ -100,4 +102,45 @@ def test_run_step_streams_that_command_with_the_ansible_env(
     # facts are cached per apply, in the run's own directory
     assert env["ANSIBLE_GATHERING"] == "smart"
     assert env["ANSIBLE_CACHE_PLUGIN_CONNECTION"] == str(facts)
+    assert env["BOMA_TASK_TIMES"] == str(tasks)
     assert seen["cwd"] == paths.REPO
+
+
+PLAYBOOK = """\
+- name: Timed play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Quick task
+      ansible.builtin.command: "true"
+      changed_when: false
+    - name: Slow task
+      ansible.builtin.command: sleep 1.5
+      changed_when: true
+      notify: A handler
+  handlers:
+    - name: A handler
+      ansible.builtin.debug:
+        msg: handled
+"""
+
+
+def test_the_timing_callback_records_every_task_with_its_wall_time(tmp_path: Path) -> None:
+    playbook = tmp_path / "timed.yml"
+    playbook.write_text(PLAYBOOK, encoding="utf-8")
+    sink = tmp_path / "tasks.jsonl"
+    argv = ["ansible-playbook", "-i", "localhost,", "-c", "local",
+            "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)]
+    result = proc.run(argv, env={**ansible.ANSIBLE_ENV, **ansible.timing_env(sink)}, cwd=paths.REPO,
+                      quiet=True)
+    assert result.returncode == 0
+    times = ansible.task_times(sink)
+    assert times[0].task == "Slow task", times  # slowest first
+    assert {t.task for t in times} == {"Quick task", "Slow task", "A handler"}
+    assert all(t.play == "Timed play" for t in times)
+    slow = times[0].seconds
+    assert 1.5 <= slow < 30, slow
+
+
+def test_no_recorded_tasks_is_an_empty_list(tmp_path: Path) -> None:
+    assert ansible.task_times(tmp_path / "absent.jsonl") == []
