@@ -61,8 +61,9 @@ class Summary:
         return path
 
     def table(self) -> str:
-        rows = [f"  {name:<10} {secs:8.1f}s" for name, secs in self.phases.items()]
-        rows.append(f"  {'total':<10} {self.total_s:8.1f}s  (harness overhead {self.overhead_s:.1f}s)")
+        width = max((len(name) for name in [*self.phases, "total"]), default=0)
+        rows = [f"  {name:<{width}} {secs:8.1f}s" for name, secs in self.phases.items()]
+        rows.append(f"  {'total':<{width}} {self.total_s:8.1f}s  (harness overhead {self.overhead_s:.1f}s)")
         return "\n".join(rows)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,3 +100,12 @@ def test_overhead_counts_only_phases_not_marked_as_the_system_under_test(
 @contextmanager
 def _instant_step(name: str, phases: dict[str, float]) -> Iterator[None]:
     yield
+
+
+def test_table_aligns_long_phase_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="r", host="askari", tier="internal", started=STARTED)
+    run.phases = {"boot": 34.1, "verify-before-reboot": 9.8}
+    at(monkeypatch, STARTED + 50)
+    run.finish("pass")
+    ends = {re.search(r"\d+\.\ds", line).end() for line in run.table().splitlines()}  # type: ignore[union-attr]
+    assert len(ends) == 1, run.table()  # every duration ends in the same column
