@@ -6,14 +6,11 @@ A :class:`TestVM` is built from a :class:`RunState` on disk, so the single-step 
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-
-import yaml
 
 from harness import (
     ansible,
@@ -21,10 +18,10 @@ from harness import (
     evidence,
     inventory,
     log,
-    matrix,
     paths,
     pebble,
     proc,
+    runvars,
     seed,
     ssh,
     virt,
@@ -45,7 +42,6 @@ REBOOT_REQUEST_TIMEOUT = 60.0
 # SSH answers before boot has finished (Docker, containers): checks start once systemd says
 # startup is over. A unit that hangs past this is the verify suite's to judge, not a crash.
 SETTLE_TIMEOUT = 300.0
-CADDY_IMAGE_TAG = "boma/caddy:test"
 SLOWEST_TASKS_SHOWN = 5
 
 
@@ -222,32 +218,14 @@ class TestVM:
             endpoint=self.endpoint,
             real_inventory=paths.PRODUCTION_INVENTORY,
         )
-        # What a test VM cannot fetch: Caddy's image comes as a tarball built offline. A tier
-        # that needs the internet uses the production image (with its DNS plugin) instead.
-        harness_vars: dict[str, str] = {}
+        pebble_vars: dict[str, str] = {}
         if self.tier.pebble:
             run = pebble.start(st.dir / "pebble", http_port=st.host_port(80), tls_port=st.host_port(443))
             st.pebble_pids, st.pebble_dir = list(run.pids), str(run.directory)
             st.save()
-            harness_vars.update(run.guest_vars())
-        if config.Need.INTERNET not in self.tier.needs:
-            harness_vars.update(
-                {
-                    "reverse_proxy__image": CADDY_IMAGE_TAG,
-                    "reverse_proxy__image_archive": str(request.caddy_archive),
-                }
-            )
-        (st.dir / "harness-vars.yml").write_text(
-            "# Set by the harness for this run.\n" + yaml.safe_dump(harness_vars, sort_keys=True),
-            encoding="utf-8",
-        )
-        if config.Need.GANDI_TOKEN in self.tier.needs:
-            # The token comes from the environment only; this file lives in the run directory
-            # (removed at teardown), mode 0600, and every role task touching it is no_log.
-            secret = st.dir / "secrets.yml"
-            secret.touch(mode=0o600)
-            token = os.environ.get(matrix.NEED_ENV[config.Need.GANDI_TOKEN.value], "")
-            secret.write_text(yaml.safe_dump({"reverse_proxy__gandi_token": token}), encoding="utf-8")
+            pebble_vars = run.guest_vars()
+        runvars.write_harness_vars(st.dir, self.tier, request.caddy_archive, pebble_vars)
+        runvars.write_secrets(st.dir, self.tier)
 
     # -- verbs --------------------------------------------------------------------------
     def wait_ready(self) -> None:
@@ -292,15 +270,8 @@ class TestVM:
         return state
 
     def extra_vars(self, extra_overrides: tuple[Path, ...] = ()) -> list[Path]:
-        """Overlays in precedence order: profile overrides, the tier, extras, harness vars."""
-        secrets = self.state.dir / "secrets.yml"
-        return [
-            *self.profile.overrides,
-            self.tier.path,
-            *extra_overrides,
-            self.state.dir / "harness-vars.yml",
-            *([secrets] if secrets.is_file() else []),
-        ]
+        """This run's overlays, in precedence order (see :mod:`harness.runvars`)."""
+        return runvars.overlays(self.state.dir, self.profile, self.tier, extra_overrides)
 
     def apply(self, extra_overrides: tuple[Path, ...] = ()) -> None:
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
