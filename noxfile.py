@@ -36,6 +36,13 @@ def integration(session: nox.Session, host: str, certs: str) -> None:
 
 
 @nox.session
+def e2e_revert_fix(session: nox.Session) -> None:
+    """On demand: with the fix reverted in roles/docker_host, the incident test must fail in GREEN."""
+    session.install("-r", "requirements.txt")
+    session.run("python", "tests/e2e/revert_fix.py")
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on harness/, ansible-lint, yamllint, the tag check, actionlint."""
     session.install("-r", "requirements-dev.txt")

@@ -42,6 +42,7 @@ PACKAGE_OF: Mapping[str, str] = {
     "ansible-inventory": "ansible-core (pip, in the venv: make venv)",
     "pebble": "pebble",
     "tar": "tar",
+    "git": "git",
     "pgrep": "procps",
     "pebble-challtestsrv": "pebble",
     "openssl": "openssl",
