@@ -29,6 +29,7 @@ MATRIX = cells()
 def integration(session: nox.Session, host: str, certs: str) -> None:
     """Boot a VM for one host profile and cert tier, apply, reboot for real, verify."""
     cell = next(c for c in MATRIX if (c.host, c.certs) == (host, certs))
+    session.log(cell.description)  # nox -l can show one docstring per parametrized session only
     if reason := cell.skip_reason():
         session.skip(reason)
     session.install("-r", "requirements.txt")
