@@ -21,6 +21,8 @@ from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 from harness.ports import free_loopback_ports
 
+# What start() spawns, in this order; its pids are recorded and stopped in the same order.
+PROGRAMS = ("pebble-challtestsrv", "pebble")
 GUEST_GATEWAY = "10.0.2.2"  # QEMU user-mode networking: the controller's loopback, from the guest
 READY_TIMEOUT = 60.0
 CA_IN_CONTAINER = "/etc/caddy/pebble-ca.pem"  # the role mounts the config dir into the container
@@ -166,7 +168,7 @@ def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
         }
     }
     (directory / "pebble.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    logs = {"pebble-challtestsrv": directory / "challtestsrv.log", "pebble": directory / "pebble.log"}
+    logs = dict(zip(PROGRAMS, (directory / "challtestsrv.log", directory / "pebble.log"), strict=True))
     pids = [
         proc.spawn(
             [
@@ -224,7 +226,7 @@ def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
 
 def stop(pids: tuple[int, ...] | list[int], directory: Path | None) -> None:
     """Stop Pebble and challtestsrv and remove their state (certificates, keys, logs)."""
-    for pid, program in zip(pids, ("pebble-challtestsrv", "pebble"), strict=False):
+    for pid, program in zip(pids, PROGRAMS, strict=False):
         proc.stop(pid, program)
     if directory is not None:
         shutil.rmtree(directory, ignore_errors=True)

@@ -235,6 +235,15 @@ def log_tail(logfile: Path, lines: int = STDERR_TAIL_LINES) -> str:
     return scrub_text(tail, known_secrets())
 
 
+def _reaped(pid: int) -> bool | None:
+    """For a child of this process: whether it has exited (reaping it). ``None`` otherwise."""
+    try:
+        reaped, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return reaped == pid
+
+
 def _still_ours(pid: int, program: str) -> bool:
     """Whether ``pid`` is still the running service we started (and not a reused pid).
 
@@ -242,15 +251,14 @@ def _still_ours(pid: int, program: str) -> bool:
     sure (its /proc cmdline may even read empty for a moment after exec). A pid recorded by an
     earlier command is ours only if it still runs ``program``.
     """
+    exited = _reaped(pid)
+    if exited is not None:
+        return not exited
     try:
-        reaped, _status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        except OSError:
-            return False  # already gone
-        return Path(cmdline).name == program
-    return reaped != pid  # reaped just now: it had already exited
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return False  # already gone
+    return Path(cmdline).name == program
 
 
 def stop(pid: int, program: str) -> None:
@@ -261,11 +269,10 @@ def stop(pid: int, program: str) -> None:
         os.killpg(pid, signal.SIGTERM)
 
     def gone() -> None:
-        try:
-            reaped, _status = os.waitpid(pid, os.WNOHANG)  # our own child: reap it
-        except ChildProcessError:  # started by an earlier command: just watch it go
-            reaped = pid if not Path(f"/proc/{pid}").exists() else 0
-        if reaped != pid:
+        exited = _reaped(pid)
+        if exited is None:  # started by an earlier command: just watch it go
+            exited = not Path(f"/proc/{pid}").exists()
+        if not exited:
             raise NotYet(f"pid {pid} still running")
 
     try:

@@ -17,19 +17,21 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+# Run as a script from anywhere: the repository (harness) and this folder (the incident test).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from test_incident import PORT_CHECK, failed_checks
 
 from harness import log, paths, proc
 
 FIX_TASK = "Let container traffic through base's forward chain"
 FIX_TEMPLATE = Path("roles/docker_host/templates/etc/nftables.d/10-docker-forward.nft.j2")
 TASKS = Path("roles/docker_host/tasks/main.yml")
-PORT_CHECK = "test_https_answers_from_controller"
 E2E_TIMEOUT = 3600.0
 
 
@@ -41,15 +43,6 @@ def revert_the_fix(tree: Path) -> None:
         raise SystemExit(f"the fix is no longer where this script looks ({TASKS}: {FIX_TASK!r}); update it")
     (tree / TASKS).write_text("---\n" + yaml.safe_dump(kept, sort_keys=False), encoding="utf-8")
     (tree / FIX_TEMPLATE).unlink()
-
-
-def failed_checks(junit: Path) -> set[str]:
-    root = ET.parse(junit).getroot()
-    return {
-        case.get("name", "?").split("[")[0]
-        for case in root.iter("testcase")
-        if case.find("failure") is not None or case.find("error") is not None
-    }
 
 
 def main() -> int:
