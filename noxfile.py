@@ -19,6 +19,10 @@ nox.options.reuse_venv = "yes"  # libvirt-python compiles on install; reuse it b
 nox.options.error_on_missing_interpreters = True
 
 MATRIX = cells()
+# On Ctrl-C nox by default sends SIGTERM 0.3 s after the interrupt and SIGKILL 0.2 s later,
+# which cuts the harness's teardown short and leaks the VM. The harness handles the signal
+# itself and its teardown is bounded; nox only steps in if that bound is broken.
+HARNESS_SIGNALS = {"interrupt_timeout": 120.0, "terminate_timeout": 30.0}
 
 
 @nox.session
@@ -33,14 +37,25 @@ def integration(session: nox.Session, host: str, certs: str) -> None:
     if reason := cell.skip_reason():
         session.skip(reason)
     session.install("-r", "requirements.txt")
-    session.run("python", "-m", "harness", "cycle", "--host", host, "--certs", certs, *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "harness",
+        "cycle",
+        "--host",
+        host,
+        "--certs",
+        certs,
+        *session.posargs,
+        **HARNESS_SIGNALS,
+    )
 
 
 @nox.session
 def e2e_revert_fix(session: nox.Session) -> None:
     """On demand: with the fix reverted in roles/docker_host, the incident test must fail in GREEN."""
     session.install("-r", "requirements.txt")
-    session.run("python", "tests/e2e/revert_fix.py")
+    session.run("python", "tests/e2e/revert_fix.py", **HARNESS_SIGNALS)
 
 
 @nox.session
@@ -77,4 +92,4 @@ def e2e(session: nox.Session) -> None:
     """The 2026-06-17 incident, end to end: RED must fail for the right reason, GREEN must pass."""
     session.install("-r", "requirements.txt")
     # -s: the harness logs each phase as it goes; a quiet 15-minute test looks hung.
-    session.run("pytest", "tests/e2e", "-m", "e2e", "-v", "-s", *session.posargs)
+    session.run("pytest", "tests/e2e", "-m", "e2e", "-v", "-s", *session.posargs, **HARNESS_SIGNALS)

@@ -1,29 +1,36 @@
 """``python -m harness``: the full cycle and its single steps.
 
 Exit status: 0 pass · 1 the system under test is wrong · 2 bad input (nothing created) ·
-3 the harness or environment broke · 130 interrupted.
+3 the harness or environment broke (or the slot is taken) · 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
-from harness import cycle, log, paths, preflight, ssh, virt
+from harness import cycle, lock, log, paths, preflight, proc, signals, teardown, virt
+from harness.cycle import BootMode
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
-from harness.machine import BootMode, TestVM
-from harness.secrets import scrub_tree
-from harness.state import all_runs, find, new_run_id
+from harness.machine import Machine
+from harness.run import Keep, attach, owner_alive
+from harness.secrets import scrub_text, scrub_tree
+from harness.state import RunState, Status, all_runs, find, new_run_id, run_dirs
 from harness.summary import Summary, record_step
 
 DEFAULT_TIER = "internal"
+# A single step on a kept VM is bounded too: an apply of a fresh VM is the longest.
+STEP_DEADLINE = 3600.0
+IMAGE_DEADLINE = 2400.0
 
 
 def _vm_args(p: argparse.ArgumentParser) -> None:
@@ -44,6 +51,7 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
         "(with --image-sums; verified, refused on mismatch)",
     )
     p.add_argument("--image-sums", metavar="URL", help="the SHA512SUMS file for --image-url")
+    p.add_argument("--deadline", type=float, default=cycle.DEFAULT_DEADLINE, help="seconds for the whole run")
 
 
 def _image_source(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -65,6 +73,7 @@ def _override_arg(p: argparse.ArgumentParser) -> None:
 
 def _run_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="run id (or prefix, or domain name); default: the newest run")
+    p.add_argument("--machine", help="which machine of the run (default: its only one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,10 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--keep", action="store_true", help="keep the VM even on success")
     keep.add_argument("--no-keep", action="store_true", help="destroy the VM even on failure")
     p.add_argument("--no-reboot", action="store_true", help="skip the reboot (faster, less faithful)")
-    p.add_argument("--deadline", type=float, default=cycle.DEFAULT_DEADLINE, help="seconds for the whole run")
     sub.add_parser("image", help="build (or find cached) the golden image and the Caddy tarball")
-    p = sub.add_parser("up", help="boot a VM and keep it (for the apply/verify inner loop)")
-    _vm_args(p)
+    _vm_args(sub.add_parser("up", help="boot a VM and keep it (for the apply/verify inner loop)"))
     p = sub.add_parser("apply", help="apply the profile's playbooks to a kept VM")
     _run_arg(p)
     _override_arg(p)
@@ -90,79 +97,90 @@ def build_parser() -> argparse.ArgumentParser:
         ("reboot", "reboot a kept VM, proving it by a changed boot_id"),
         ("verify", "run the verify suite against a kept VM"),
         ("evidence", "collect the evidence bundle from a kept VM"),
-        ("down", "destroy a kept VM and its files"),
-        ("console", "print a kept VM's serial console log"),
+        ("down", "destroy a kept run: its VMs and files"),
+        ("login", "an interactive shell in a kept VM"),
     ):
         _run_arg(sub.add_parser(name, help=text))
-    for name, text in (
-        ("list", "list test VMs and kept runs"),
-        ("prune", "remove every test VM, run directory and half-built image"),
-    ):
-        sub.add_parser(name, help=text).add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
+    p = sub.add_parser("exec", help="run a command in a kept VM: exec [--run ID] -- CMD...")
+    _run_arg(p)
+    p.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
+    p = sub.add_parser("console", help="print a kept VM's serial console log")
+    _run_arg(p)
+    p.add_argument("--follow", "-f", action="store_true", help="keep printing as it grows (Ctrl-C ends)")
+    p = sub.add_parser("list", help="list runs: state, last step, outcome, age, ports")
+    p.add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
+    p.add_argument("--json", action="store_true", help="one JSON document")
+    p = sub.add_parser("prune", help="remove runs nobody is using, stray VMs and half-built images")
+    p.add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
+    p.add_argument("--force", action="store_true", help="also remove runs whose owner is still alive")
+    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     return parser
 
 
-def cmd_cycle(args: argparse.Namespace) -> int:
+def _keep_policy(args: argparse.Namespace) -> Keep:
+    return Keep.ALWAYS if args.keep else Keep.NEVER if args.no_keep else Keep.ON_FAILURE
+
+
+def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] = ()) -> cycle.CycleOptions:
     image_url, image_sums_url = _image_source(args)
-    options = cycle.CycleOptions(
+    return cycle.CycleOptions(
         host=args.host,
         certs=args.certs,
-        keep=cycle.Keep.ALWAYS if args.keep else cycle.Keep.NEVER if args.no_keep else cycle.Keep.ON_FAILURE,
-        reboot=not args.no_reboot,
+        keep=keep,
+        reboot=not getattr(args, "no_reboot", False),
         accel=args.accel,
         boot=BootMode(args.boot),
         uri=args.uri,
         deadline=args.deadline,
-        extra_overrides=tuple(args.override),
+        extra_overrides=overrides,
         image_url=image_url,
         image_sums_url=image_sums_url,
     )
-    summary = cycle.run_cycle(options)
+
+
+def cmd_cycle(args: argparse.Namespace) -> int:
+    options = _options(args, _keep_policy(args), tuple(args.override))
+    with signals.cancellable(options.deadline):
+        summary = cycle.run_cycle(options)
     log.info(f"PASS: {summary.host} with certs {summary.tier} in {summary.total_s:.0f}s")
     return ExitCode.OK
 
 
 def cmd_image(_args: argparse.Namespace) -> int:
-    golden = ensure_golden(GoldenRecipe())
-    log.info(f"golden image: {golden.disk}")
-    log.info(f"caddy tarball: {ensure_caddy_tarball(CaddyRecipe())}")
+    with signals.cancellable(IMAGE_DEADLINE):
+        golden = ensure_golden(GoldenRecipe())
+        log.info(f"golden image: {golden.disk}")
+        log.info(f"caddy tarball: {ensure_caddy_tarball(CaddyRecipe())}")
     return ExitCode.OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    image_url, image_sums_url = _image_source(args)
-    options = cycle.CycleOptions(
-        host=args.host,
-        certs=args.certs,
-        accel=args.accel,
-        boot=BootMode(args.boot),
-        uri=args.uri,
-        keep=cycle.Keep.ALWAYS,
-        image_url=image_url,
-        image_sums_url=image_sums_url,
-    )
+    options = _options(args, Keep.ALWAYS)
     summary = Summary(run_id=new_run_id(), host=args.host, tier=args.certs)
-    with cycle.guarded(options.deadline):
-        request = cycle.prepare(options, summary)
-        with cycle.running_vm(request, summary, cycle.Keep.ALWAYS):
-            pass
+    with signals.cancellable(options.deadline), cycle.booted(options, summary):
+        pass
     return ExitCode.OK
 
 
-def _kept(args: argparse.Namespace) -> TestVM:
-    return TestVM(find(args.run))
+def _kept(args: argparse.Namespace) -> Machine:
+    state = find(args.run)
+    return Machine(state, state.machine(args.machine))
 
 
-def _timed_step(vm: TestVM, name: str, action: Callable[[], object]) -> int:
-    """Run one single step on a kept VM, logged and recorded in the run's steps.jsonl."""
+def _timed_step(vm: Machine, name: str, action: Callable[[], object]) -> int:
+    """Run one single step on a kept VM: holding the run, bounded, logged and recorded in the
+    run's steps.jsonl."""
     began, outcome = time.monotonic(), "fail"
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(attach(vm.run))
+        stack.callback(scrub_tree, vm.artifacts)
+        stack.callback(lambda: record_step(vm.artifacts, name, time.monotonic() - began, outcome))
+        stack.enter_context(signals.cancellable(STEP_DEADLINE))
+        vm.run.step = name
+        vm.run.save()
         with log.step(f"{name} {vm.state.domain}"):
             action()
         outcome = "pass"
-    finally:
-        record_step(vm.state.artifacts_dir, name, time.monotonic() - began, outcome)
-        scrub_tree(vm.state.artifacts_dir)
     return ExitCode.OK
 
 
@@ -186,63 +204,158 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_evidence(args: argparse.Namespace) -> int:
     vm = _kept(args)
-    vm.collect_evidence(reason="collected on request (python -m harness evidence)")
-    return ExitCode.OK
+    return _timed_step(
+        vm,
+        "evidence",
+        lambda: vm.collect_evidence(reason="collected on request (python -m harness evidence)"),
+    )
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    vm = _kept(args)
-    preflight.ensure_libvirt(vm.state.uri)
-    with log.step(f"down {vm.state.domain}"):
-        vm.destroy()
+    state = find(args.run)
+    preflight.ensure_libvirt(state.uri)
+    with attach(state), signals.cancellable(), signals.shielded(), log.step(f"down run {state.run_id}"):
+        problems = teardown.teardown(state)
+    if problems:
+        raise BomaError(f"run {state.run_id} was not fully removed: {'; '.join(problems)}")
     return ExitCode.OK
+
+
+def _ssh_argv(vm: Machine, command: Sequence[str]) -> list[str]:
+    tty = "-t" if not command else "-T"
+    return ["ssh", tty, "-F", str(vm.dir / "ssh_config"), vm.state.domain, *command]
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    vm = _kept(args)
+    log.info(f"login to {vm.state.domain} (run {vm.run.run_id}); exit the shell to leave")
+    proc.replace_process(_ssh_argv(vm, []))
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise BadInput("exec needs a command: python -m harness exec [--run ID] -- CMD ...")
+    vm = _kept(args)
+    proc.replace_process(_ssh_argv(vm, [proc.render(command)]))
 
 
 def cmd_console(args: argparse.Namespace) -> int:
     state = find(args.run)
-    sys.stdout.write(state.console_log.read_text(encoding="utf-8", errors="replace"))
+    console = Machine(state, state.machine(args.machine)).console_log
+    with console.open(encoding="utf-8", errors="replace") as handle:
+        sys.stdout.write(scrub_text(handle.read()))
+        while args.follow:
+            chunk = handle.read()
+            if chunk:
+                sys.stdout.write(scrub_text(chunk))
+                sys.stdout.flush()
+            else:
+                time.sleep(0.5)
     return ExitCode.OK
+
+
+def _describe(run: RunState, domains: dict[str, bool]) -> dict[str, object]:
+    holder = lock.holder(run.lock_file)
+    state = "in progress" if holder else ("kept" if run.status is Status.KEPT else "stale (owner gone)")
+    return {
+        "run": run.run_id,
+        "host": run.label,
+        "tier": run.tier,
+        "state": state,
+        "step": run.step,
+        "outcome": run.outcome,
+        "age_s": round(time.time() - run.created),
+        "machines": [
+            {
+                "name": m.name,
+                "domain": m.domain,
+                "running": domains.get(m.domain, False),
+                "ssh": f"127.0.0.1:{m.ssh_port}",
+                "ports": {guest: f"127.0.0.1:{host}" for guest, host in m.ports.items()},
+            }
+            for m in run.machines
+        ],
+        "held_by": holder or "",
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    runs = {r.domain: r for r in all_runs()}
     preflight.ensure_libvirt(args.uri)
     with virt.connect(args.uri) as conn:
-        domains = virt.list_runs(conn)
-    for name, active, meta in domains:
-        run = runs.pop(name, None)
-        where = f"ssh -F {run.dir / 'ssh_config'} {name}" if run else "(no state: prune it)"
-        print(
-            f"{name}  {'running' if active else 'stopped'}  run={meta.get('run')} "
-            f"tier={meta.get('tier')}  {where}"
-        )
-    for name, run in runs.items():
-        print(f"{name}  (no domain)  run={run.run_id}  state in {run.dir}: prune it")
-    if not domains and not runs:
-        print("no test VMs and no kept runs")
+        listed = virt.list_runs(conn)
+    domains = {name: active for name, active, _ in listed}
+    runs = [_describe(r, domains) for r in all_runs()]
+    known = {m["domain"] for r in runs for m in r["machines"]}  # type: ignore[attr-defined]
+    strays = [{"domain": n, "running": a, "run": meta.get("run")} for n, a, meta in listed if n not in known]
+    if args.json:
+        print(json.dumps({"runs": runs, "stray_domains": strays}, indent=2))
+        return ExitCode.OK
+    for r in runs:
+        age = f"{int(r['age_s']) // 60}m"  # type: ignore[call-overload]
+        print(f"{r['run']}  {r['host']}/{r['tier']}  {r['state']}  step={r['step'] or '-'}  age={age}")
+        for m in r["machines"]:  # type: ignore[attr-defined]
+            ports = " ".join(f"{g}→{h}" for g, h in m["ports"].items())
+            print(f"    {m['domain']}  {'running' if m['running'] else 'stopped'}  ssh {m['ssh']}  {ports}")
+    for s in strays:
+        print(f"{s['domain']}  {'running' if s['running'] else 'stopped'}  no run state: prune it")
+    if not runs and not strays:
+        print("no test VMs and no runs")
     return ExitCode.OK
+
+
+def _prune_runs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Runs nobody holds (or all, with --force); returns (refused, could not remove)."""
+    refused, failed = [], []
+    for run in all_runs():
+        holder = lock.holder(run.lock_file)
+        if holder and not args.force:
+            refused.append(f"run {run.run_id} is in use by {holder}")
+        elif args.dry_run:
+            print(f"would remove run {run.run_id} ({run.label}/{run.tier}, {run.status})")
+        else:
+            failed += teardown.teardown(run)
+    known = {r.run_id for r in all_runs()}
+    for directory in run_dirs():
+        if directory.name in known or lock.holder(directory / "run.lock") is not None:
+            continue
+        if args.dry_run:
+            print(f"would remove {directory} (no state)")
+        else:
+            failed += teardown.remove_files_of(directory)
+    return refused, failed
+
+
+def _prune_leftovers(args: argparse.Namespace) -> list[str]:
+    """Domains no run state knows (whose owner is gone), and half-built images."""
+    failed: list[str] = []
+    known = {r.run_id for r in all_runs()}
+    with virt.connect(args.uri) as conn:
+        for name, _active, meta in virt.list_runs(conn):
+            if not args.force and (meta.get("run") in known or owner_alive(meta)):
+                continue
+            if args.dry_run:
+                print(f"would remove domain {name}")
+            elif virt.undefine(conn, name):
+                log.info(f"removed domain {name}")
+    cache = paths.cache_dir()
+    for half in sorted(cache.glob(".tmp-*")) if cache.is_dir() else []:
+        if args.dry_run:
+            print(f"would remove half-built {half}")
+        else:
+            failed += teardown.remove_files_of(half)
+    return failed
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
     preflight.ensure_libvirt(args.uri)
-    with virt.connect(args.uri) as conn:
-        for name, _active, _meta in virt.list_runs(conn):
-            virt.undefine(conn, name)
-            log.info(f"removed domain {name}")
-    for run in all_runs():
-        # A kept run's controller-side processes (Pebble, the shared SSH connection) end
-        # before its state goes.
-        vm = TestVM(run)
-        vm.stop_services()
-        ssh.close_master(vm.endpoint)
-    runs = paths.runs_dir()
-    for child in sorted(runs.iterdir()) if runs.is_dir() else []:
-        shutil.rmtree(child, ignore_errors=True)
-        log.info(f"removed {child}")
-    cache = paths.cache_dir()
-    for half in sorted(cache.glob(".tmp-*")) if cache.is_dir() else []:
-        shutil.rmtree(half, ignore_errors=True)
-        log.info(f"removed half-built {half}")
+    with signals.cancellable(), signals.shielded():
+        refused, failed = _prune_runs(args)
+        failed += _prune_leftovers(args)
+    for line in refused:
+        log.warn(f"{line}: not removed (--force removes it anyway)")
+    if failed:
+        raise BomaError(f"prune could not remove: {'; '.join(failed)}")
     return ExitCode.OK
 
 
@@ -255,6 +368,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "verify": cmd_verify,
     "evidence": cmd_evidence,
     "down": cmd_down,
+    "login": cmd_login,
+    "exec": cmd_exec,
     "console": cmd_console,
     "list": cmd_list,
     "prune": cmd_prune,
@@ -263,11 +378,23 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signals.die_with_parent()
     try:
         return COMMANDS[args.command](args)
     except BomaError as exc:
         print(exc.render(), file=sys.stderr)
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted: everything this run created was removed", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = f" by {exc.signame}" if isinstance(exc, signals.Interrupted) else ""
+        print(f"interrupted{how}: everything this run created was removed", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:
+        # A bug or an environment the harness did not foresee (a full disk, a permission
+        # error): still a harness error, never "the system under test is wrong".
+        traceback.print_exc(file=sys.stderr)
+        print(
+            f"harness error: unexpected {type(exc).__name__}: {scrub_text(str(exc))}\n"
+            "  hint: the traceback above says where; `python -m harness prune` removes leftovers",
+            file=sys.stderr,
+        )
+        return int(ExitCode.HARNESS_BROKE)

@@ -1,8 +1,10 @@
-"""Checks before anything boots: tools, the libvirt daemon, memory, disk, and capacity."""
+"""Checks before anything boots: tools, the libvirt daemon, memory and disk.
+
+Capacity (how many test VMs may run at once) is the run's admission: :mod:`harness.run`.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -23,10 +25,6 @@ IMAGE_TOOLS = ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4", "grub-mkimage", "
 LIBVIRT_START_TIMEOUT = 30.0
 MEMORY_HEADROOM_MIB = 512
 MIN_FREE_DISK_GIB = 6
-ENV_MAX_VMS = "BOMA_MAX_VMS"
-# One VM per controller by default: under TCG two guests on a small controller starve each
-# other and turn every timeout into a lottery. A big KVM host may raise it.
-DEFAULT_MAX_VMS = 1
 
 
 def check_tools(with_image_build: bool) -> None:
@@ -92,15 +90,3 @@ def check_resources(memory_mib: int) -> None:
                 f"only {free_gib:.1f} GiB free under {where}; need {MIN_FREE_DISK_GIB} GiB",
                 hint="python -m harness prune, or point BOMA_CACHE_DIR elsewhere",
             )
-
-
-def check_capacity(uri: str) -> None:
-    """Refuse to start another VM beyond ``$BOMA_MAX_VMS`` running test VMs."""
-    limit = int(os.environ.get(ENV_MAX_VMS, DEFAULT_MAX_VMS))
-    with virt.connect(uri) as conn:
-        running = [name for name, active, _ in virt.list_runs(conn) if active]
-    if len(running) >= limit:
-        raise HarnessError(
-            f"{len(running)} test VM(s) already running ({', '.join(running)}); limit is {limit}",
-            hint=f"python -m harness down --run ID, python -m harness prune, or raise {ENV_MAX_VMS}",
-        )

@@ -13,9 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn, TextIO
 
 from harness import log
 from harness.errors import HarnessError
@@ -52,6 +54,43 @@ PACKAGE_OF: Mapping[str, str] = {
 
 STDERR_TAIL_LINES = 20
 STOP_TIMEOUT = 10.0
+# Every child has a bound. These are the defaults; callers with longer work (an apply, an image
+# build) pass their own.
+RUN_TIMEOUT = 300.0
+STREAM_TIMEOUT = 1800.0
+# On Ctrl-C a CI runner kills the whole tree about 10 s after its first signal: a child gets
+# this long to end after SIGTERM before SIGKILL, so the run's own teardown still fits.
+TERMINATE_GRACE = 3.0
+STREAM_POLL_INTERVAL = 0.2
+READER_JOIN_TIMEOUT = 5.0
+
+# The environment children get: an allow-list, never the operator's whole environment. An
+# exported ANSIBLE_SSH_EXTRA_ARGS with a ProxyJump, an SSH_AUTH_SOCK or a LIBVIRT_DEFAULT_URI
+# must not steer what a test run connects to.
+ENV_ALLOWED = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    }
+)
+ENV_ALLOWED_PREFIXES = ("LC_", "BOMA_")
+# Every child of a run carries the run's id, and so does everything it starts (ssh control
+# masters, Ansible's workers): the reaper finds them by it even after the harness was killed.
+ENV_RUN_TAG = "BOMA_RUN"
+_run_tag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,13 +124,33 @@ def _venv_path(path: str | None = None) -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), path or os.environ.get("PATH", "")])
 
 
+def child_environment(base: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` cut to the allow-list, then the caller's ``extra`` and the run's tag on top."""
+    allowed = {k: v for k, v in base.items() if k in ENV_ALLOWED or k.startswith(ENV_ALLOWED_PREFIXES)}
+    allowed.pop(ENV_RUN_TAG, None)
+    merged = {**allowed, **(extra or {})}
+    if _run_tag is not None:
+        merged[ENV_RUN_TAG] = _run_tag
+    merged["PATH"] = _venv_path(merged.get("PATH"))
+    return merged
+
+
+@contextlib.contextmanager
+def tagged(run_id: str) -> Iterator[None]:
+    """Tag every child started inside the block with ``run_id`` (see :func:`tagged_pids`)."""
+    global _run_tag  # noqa: PLW0603  (one process, one run at a time: the tag is process state)
+    previous, _run_tag = _run_tag, run_id
+    try:
+        yield
+    finally:
+        _run_tag = previous
+
+
 def _prepare(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
     """The checked command and its environment, for every way of starting a program."""
     if isinstance(argv, str):
         raise TypeError("proc takes an argument list, never a shell string")
-    merged = {**os.environ, **(env or {})}
-    merged["PATH"] = _venv_path(merged.get("PATH"))
-    return [require(argv[0]), *argv[1:]], merged
+    return [require(argv[0]), *argv[1:]], child_environment(os.environ, env)
 
 
 def require(program: str) -> str:
@@ -111,7 +170,7 @@ def run(
     *,
     check: bool = True,
     input_text: str | None = None,
-    timeout: float | None = None,
+    timeout: float = RUN_TIMEOUT,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
     quiet: bool = False,
@@ -132,7 +191,7 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise HarnessError(f"command timed out after {timeout}s: {render(argv)}") from exc
+        raise HarnessError(f"command timed out after {timeout:.0f}s: {render(argv)}") from exc
     result = Result(tuple(argv), done.returncode, done.stdout, done.stderr)
     if check and done.returncode != 0:
         raise CommandFailed(result)
@@ -145,13 +204,15 @@ def stream(
     logfile: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-    timeout: float | None = None,
+    timeout: float = STREAM_TIMEOUT,
     echo: bool = True,
 ) -> int:
     """Run a long command, teeing its combined output to ``logfile`` (and the console).
 
     Returns the exit status: a long command's failure (ansible, pytest) is judged by the
     caller, who knows whether it means the harness broke or the system under test is wrong.
+    The bound holds even when the child stops printing: output is read by a thread while
+    this one waits on the clock, and a child past ``timeout`` is ended, with a HarnessError.
     """
     full, merged_env = _prepare(argv, env)
     log.info(f"$ {render(argv)}  (log: {logfile})")
@@ -159,8 +220,9 @@ def stream(
     with logfile.open("a", encoding="utf-8") as sink:
         sink.write(f"$ {render(argv)}\n")
         sink.flush()
-        proc = subprocess.Popen(
+        child = subprocess.Popen(
             full,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -168,32 +230,70 @@ def stream(
             cwd=cwd,
             start_new_session=True,
         )
-        # Secrets are cut from every line before it reaches the log file or the console:
-        # no_log in the roles is the first defence, this is the second.
-        secrets = known_secrets()
+        reader = threading.Thread(target=_pump, args=(child, sink, echo), daemon=True)
+        reader.start()
         try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = scrub_text(raw, secrets) if secrets else raw
-                sink.write(line)
-                if echo:
-                    print("    │ " + line, end="", flush=True)
-            return proc.wait(timeout=timeout)
+            status = _wait_exit(child, what=render(argv[:2]), timeout=timeout)
         except BaseException:
-            _terminate(proc)
+            terminate(child)
             raise
+        finally:
+            reader.join(READER_JOIN_TIMEOUT)
+        return status
 
 
-def _terminate(proc: subprocess.Popen[str]) -> None:
-    """Stop a child and its process group; used on Ctrl-C and timeouts."""
-    if proc.poll() is not None:
-        return
+def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool) -> None:
+    """Copy the child's output, line by line, to the log file and the console."""
+    # Secrets are cut from every line before it reaches the log file or the console:
+    # no_log in the roles is the first defence, this is the second.
+    secrets = known_secrets()
+    assert child.stdout is not None
+    with contextlib.suppress(ValueError, OSError):  # the sink closed under us: the run ended
+        for raw in child.stdout:
+            line = scrub_text(raw, secrets) if secrets else raw
+            sink.write(line)
+            sink.flush()  # ansible.log is read while it grows
+            if echo:
+                print("    │ " + line, end="", flush=True)
+
+
+def _wait_exit(child: subprocess.Popen[str], *, what: str, timeout: float) -> int:
+    def exited() -> int:
+        status = child.poll()
+        if status is None:
+            raise NotYet(f"pid {child.pid} still running")
+        return status
+
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+        return wait_until(exited, what=f"{what} to finish", timeout=timeout, interval=STREAM_POLL_INTERVAL)
+    except HarnessError as exc:
+        raise HarnessError(
+            f"{what} exceeded its bound of {timeout:.0f}s and was stopped", hint=exc.message
+        ) from exc
+
+
+def terminate(child: subprocess.Popen[str]) -> None:
+    """Stop a child and its process group: SIGTERM, then SIGKILL after a short grace."""
+    if child.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        wait_until(
+            lambda: _exited_or_not_yet(child),
+            what=f"pid {child.pid} to end after SIGTERM",
+            timeout=TERMINATE_GRACE,
+            interval=0.1,
+        )
+    except HarnessError:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def _exited_or_not_yet(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        raise NotYet("still running")
 
 
 def spawn(argv: Sequence[str], *, logfile: Path, env: Mapping[str, str] | None = None) -> int:
@@ -282,3 +382,38 @@ def stop(pid: int, program: str) -> None:
             os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)  # our own child: reap it, so no zombie outlives the run
+
+
+def tagged_pids(run_id: str, proc_root: Path = Path("/proc")) -> list[int]:
+    """Every process on this machine that carries ``run_id``'s tag in its environment."""
+    needle = f"{ENV_RUN_TAG}={run_id}".encode()
+    found = []
+    for entry in proc_root.iterdir() if proc_root.is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue  # gone, or not ours to read
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def kill_tagged(run_id: str) -> list[int]:
+    """SIGKILL every process tagged with ``run_id`` (a run's leftovers); returns their pids."""
+    pids = tagged_pids(run_id)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return pids
+
+
+def replace_process(argv: Sequence[str]) -> NoReturn:
+    """Become ``argv`` (``login``, ``exec``: ssh takes over the terminal), with the allow-listed
+    environment like every other child."""
+    full, merged_env = _prepare(argv, None)
+    log.info(f"$ {render(argv)}")
+    os.execve(full[0], full, merged_env)  # noqa: S606  (an argument list, no shell)

@@ -25,7 +25,6 @@ def user_data(hostname: str, public_key: str) -> str:
                 "ssh_authorized_keys": [public_key.strip()],
             }
         ],
-        "ssh_pwauth": False,
         "disable_root": True,
     }
     return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)

@@ -174,6 +174,24 @@ def list_runs(conn: libvirt.virConnect) -> list[tuple[str, bool, dict[str, str]]
     return sorted(found)
 
 
+def is_active(conn: libvirt.virConnect, name: str) -> bool:
+    """Whether domain ``name`` exists and runs."""
+    try:
+        return bool(conn.lookupByName(name).isActive())
+    except libvirt.libvirtError:
+        return False
+
+
+def power_off(conn: libvirt.virConnect, name: str) -> None:
+    """Stop ``name`` at once (a power cut), keeping its definition."""
+    try:
+        dom = conn.lookupByName(name)
+        if dom.isActive():
+            dom.destroy()
+    except libvirt.libvirtError as exc:
+        raise _fail(f"power off {name}", exc) from exc
+
+
 def undefine(conn: libvirt.virConnect, name: str) -> bool:
     """Destroy and undefine ``name`` if it exists; True if something was removed."""
     try:
@@ -183,7 +201,10 @@ def undefine(conn: libvirt.virConnect, name: str) -> bool:
     try:
         if dom.isActive():
             dom.destroy()
-        dom.undefine()  # BIOS guests: no NVRAM, no managed save to remove
+        # Snapshots and a managed save would make a plain undefine fail: they go with it.
+        dom.undefineFlags(
+            libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        )
     except libvirt.libvirtError as exc:
         raise _fail(f"remove {name}", exc) from exc
     return True

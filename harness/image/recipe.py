@@ -155,6 +155,10 @@ def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:
         "/etc/systemd/system/ssh.service.d/10-boma-host-keys.conf": (
             "[Service]\nExecStartPre=/usr/bin/ssh-keygen -A\n"
         ),
+        # Password logins are off from the first boot. Set through cloud-init (ssh_pwauth)
+        # instead, this would make cloud-init restart sshd in the middle of the first boot,
+        # just after the harness's first probe got in: the next connection then failed.
+        "/etc/ssh/sshd_config.d/05-boma-no-passwords.conf": "PasswordAuthentication no\n",
         # grub-install cannot run without partition devices; this config is what it would
         # have produced, booting /vmlinuz from the partition labelled `root`.
         "/boot/grub/grub.cfg": (

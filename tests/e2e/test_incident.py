@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import log, paths
-from harness.cycle import CycleOptions, Keep, guarded, prepare, running_vm
+from harness import log, paths, signals
+from harness.cycle import CycleOptions, booted
 from harness.errors import VerificationFailed
 from harness.evidence import forward_chain_is_pure_drop
+from harness.run import Keep
 from harness.state import new_run_id
 from harness.summary import Summary
 
@@ -56,9 +57,8 @@ def test_incident_red_then_green() -> None:
     summary = Summary(run_id=new_run_id(), host="askari", tier="internal")
     out = paths.run_artifacts("askari", "internal", summary.run_id)
     try:
-        with guarded(DEADLINE):
-            request = prepare(options, summary)
-            with running_vm(request, summary, Keep.NEVER) as vm:
+        with signals.cancellable(DEADLINE):
+            with booted(options, summary) as (_run, vm):
                 with summary.phase("RED: apply without the container-forward drop-in", sut=True):
                     vm.apply((RED_OVERLAY,))
                 with summary.phase("RED: reboot", sut=True):
@@ -71,7 +71,7 @@ def test_incident_red_then_green() -> None:
                 bundle = vm.collect_evidence(reason="RED half of the incident test: failure expected",
                                              label="evidence-red")
 
-                failed = failed_checks(vm.state.artifacts_dir / "junit-verify-red.xml")
+                failed = failed_checks(vm.artifacts / "junit-verify-red.xml")
                 assert PORT_CHECK in failed, f"RED failed, but not on the published port: {failed}"
                 assert "to answer from the controller" in failed[PORT_CHECK], failed[PORT_CHECK]
                 assert set(failed) <= INCIDENT_CHECKS, f"RED broke more than the incident: {failed}"

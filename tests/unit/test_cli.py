@@ -3,15 +3,16 @@ work from libvirt's metadata; the parser refuses contradictions."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from harness import cli, paths, preflight, virt
+from harness import cli, owner, paths, preflight, virt
 from harness.accel import Accel
-from harness.state import RunState
+from harness.state import MachineState, RunState, Status
 
 TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
 
@@ -95,10 +96,13 @@ def test_console_without_runs(dirs: dict[str, Path], capsys: pytest.CaptureFixtu
     assert "no kept run" in bad_input(["console"], dirs, capsys)
 
 
-def test_a_good_request_does_reach_preflight(dirs: dict[str, Path]) -> None:
-    """The guard above is live: a valid request gets past validation to preflight."""
-    with pytest.raises(GotTooFar):
-        cli.main(["cycle", "--host", "askari", "--certs", "internal", "--accel", "tcg", "--uri", TEST_URI])
+def test_a_good_request_does_reach_preflight(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """The guard above is live: a valid request gets past validation to preflight. And an
+    exception nobody foresaw is a harness error (exit 3), never "the system under test"."""
+    code = cli.main(["cycle", "--host", "askari", "--certs", "internal", "--accel", "tcg", "--uri", TEST_URI])
+    assert code == 3
+    last = capsys.readouterr().err.strip().splitlines()
+    assert last[-2] == "harness error: unexpected GotTooFar: a bad request reached preflight"
 
 
 @pytest.mark.parametrize(
@@ -136,35 +140,43 @@ def start_vm(conn: libvirt.virConnect, run_id: str) -> str:
     return name
 
 
-def kept_run(runs: Path, run_id: str) -> RunState:
-    run = RunState(run_id=run_id, host="askari", tier="internal", domain=f"boma-it-askari-{run_id}",
-                   uri=TEST_URI, accel="tcg", ssh_port=40022, ports={}, run_dir=str(runs / run_id),
-                   artifacts=str(runs / "artifacts"), golden="", caddy_archive="")
+def kept_run(runs: Path, run_id: str, step: str = "verify") -> RunState:
     (runs / run_id).mkdir()
+    run = RunState(run_id=run_id, label="askari", tier="internal", uri=TEST_URI, run_dir=str(runs / run_id),
+                   artifacts=str(runs / "artifacts"), owner=owner.current().to_json(),
+                   status=Status.KEPT, step=step, outcome="fail",
+                   machines=[MachineState(name="askari", host="askari", domain=f"boma-it-askari-{run_id}",
+                                          accel="tcg", boot="direct", ssh_port=40022, ports={"443": 40443},
+                                          golden="", artifacts="")])
+    (runs / run_id / "askari").mkdir()
     run.save()
     return run
 
 
-def test_list_shows_vms_and_orphaned_state(
+def test_list_shows_runs_their_state_and_stray_vms(
     fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     start_vm(fake_libvirt, "aaaa0001")
     kept_run(dirs["BOMA_RUNS_DIR"], "aaaa0001")
-    kept_run(dirs["BOMA_RUNS_DIR"], "bbbb0002")
+    start_vm(fake_libvirt, "cccc0003")
     assert cli.main(["list", "--uri", TEST_URI]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 2
-    assert out[0].startswith("boma-it-askari-aaaa0001  running  run=aaaa0001 tier=internal")
-    assert "ssh -F " in out[0]
-    assert out[1].startswith("boma-it-askari-bbbb0002  (no domain)")
-    assert "test" not in {line.split()[0] for line in out}
+    assert out[0].startswith("aaaa0001  askari/internal  kept  step=verify")
+    assert out[1].split() == ["boma-it-askari-aaaa0001", "running", "ssh", "127.0.0.1:40022", "443→127.0.0.1:40443"]
+    assert out[2].startswith("boma-it-askari-cccc0003  running  no run state")
+    assert cli.main(["list", "--json", "--uri", TEST_URI]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    [run] = listed["runs"]
+    assert (run["run"], run["state"], run["outcome"]) == ("aaaa0001", "kept", "fail")
+    assert run["machines"][0]["running"] is True
+    assert [s["domain"] for s in listed["stray_domains"]] == ["boma-it-askari-cccc0003"]
 
 
 def test_list_with_nothing(
     fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["list", "--uri", TEST_URI]) == 0
-    assert capsys.readouterr().out == "no test VMs and no kept runs\n"
+    assert capsys.readouterr().out == "no test VMs and no runs\n"
 
 
 def test_prune_removes_test_vms_runs_and_half_built_images_only(

@@ -1,4 +1,4 @@
-"""Checks before anything boots: capacity from libvirt's metadata, memory and disk headroom."""
+"""Checks before anything boots: the libvirt daemon, memory and disk headroom."""
 
 from __future__ import annotations
 
@@ -15,54 +15,6 @@ from harness.errors import HarnessError
 TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
 
 
-
-
-def start_vm(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
-    return virt.define_and_start(conn, virt.DomainSpec(
-        name=name, memory_mib=512, vcpus=1, accel=Accel.TCG, disk=Path("/nonexistent/overlay.qcow2"),
-        seed=Path("/nonexistent/seed.iso"), console_log=Path("/nonexistent/console.log"), forwards=(),
-        metadata=(("run", name[-4:]), ("host", "askari"), ("tier", "internal")),
-    ))
-
-
-def test_capacity_refuses_beyond_the_limit_and_names_the_vm(
-    conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BOMA_MAX_VMS", "1")
-    start_vm(conn, "boma-it-askari-0001")
-    with pytest.raises(HarnessError) as caught:
-        preflight.check_capacity(TEST_URI)
-    assert "boma-it-askari-0001" in caught.value.message
-    assert "limit is 1" in caught.value.message
-    assert caught.value.hint is not None
-    assert "BOMA_MAX_VMS" in caught.value.hint
-
-
-def test_capacity_default_limit_is_one(conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("BOMA_MAX_VMS", raising=False)
-    preflight.check_capacity(TEST_URI)
-    start_vm(conn, "boma-it-askari-0001")
-    with pytest.raises(HarnessError, match="limit is 1"):
-        preflight.check_capacity(TEST_URI)
-
-
-def test_capacity_counts_only_running_test_vms(
-    conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("BOMA_MAX_VMS", "1")
-    assert conn.lookupByName("test").isActive()  # the fake driver's own VM is not ours
-    start_vm(conn, "boma-it-askari-0001").destroy()  # ours, but stopped
-    preflight.check_capacity(TEST_URI)
-
-
-def test_capacity_may_be_raised(conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("BOMA_MAX_VMS", "2")
-    start_vm(conn, "boma-it-askari-0001")
-    preflight.check_capacity(TEST_URI)
-    start_vm(conn, "boma-it-askari-0002")
-    running = r"2 test VM\(s\) already running \(boma-it-askari-0001, boma-it-askari-0002\)"
-    with pytest.raises(HarnessError, match=running):
-        preflight.check_capacity(TEST_URI)
 
 
 def test_ensure_libvirt_leaves_the_fake_driver_alone() -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import stat
 from pathlib import Path
 
 import pytest
 
-from harness import state
+from harness import owner, state
 from harness.errors import BadInput
-from harness.state import RunState
+from harness.state import MachineState, RunState
 
 
 @pytest.fixture
@@ -21,12 +23,13 @@ def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def make(runs: Path, run_id: str, created: float) -> RunState:
     run_dir = runs / run_id
-    run_dir.mkdir()
+    (run_dir / "askari").mkdir(parents=True)
     run = RunState(
-        run_id=run_id, host="askari", tier="internal", domain=state.domain_name("askari", run_id),
-        uri="test:///default", accel="tcg", ssh_port=40022, ports={"443": 40443, "80": 40080},
-        run_dir=str(run_dir), artifacts=str(runs.parent / "artifacts" / run_id),
-        golden="/cache/golden.qcow2", caddy_archive="/cache/caddy.tar", created=created,
+        run_id=run_id, label="askari", tier="internal", uri="test:///default", run_dir=str(run_dir),
+        artifacts=str(runs.parent / "artifacts" / run_id), owner=owner.current().to_json(), created=created,
+        machines=[MachineState(name="askari", host="askari", domain=state.domain_name("askari", run_id),
+                               accel="tcg", boot="direct", ssh_port=40022, ports={"443": 40443, "80": 40080},
+                               golden="/cache/golden.qcow2", artifacts=str(runs.parent / "artifacts"))],
     )
     run.save()
     return run
@@ -44,14 +47,25 @@ def test_domain_name_carries_the_test_prefix() -> None:
 
 def test_save_and_load_round_trip(runs: Path) -> None:
     run = make(runs, "0a1b2c3d", 100.0)
-    run.boot_ids.extend(["first", "second"])
+    run.machine().boot_ids.extend(["first", "second"])
+    run.status = state.Status.KEPT
     run.save()
     assert not (runs / "0a1b2c3d" / "state.json.tmp").exists()
     loaded = state.load(runs / "0a1b2c3d" / "state.json")
     assert loaded == run
-    assert loaded.host_port(443) == 40443
-    assert loaded.key == runs / "0a1b2c3d" / "id_ed25519"
-    assert loaded.console_log == runs / "0a1b2c3d" / "console.log"
+    assert loaded.status is state.Status.KEPT
+    assert loaded.machine("askari").host_port(443) == 40443
+    assert loaded.lock_file == runs / "0a1b2c3d" / "run.lock"
+    # The machine's own view, which its verify suite reads, follows the state.
+    view = json.loads((runs / "0a1b2c3d" / "askari" / "machine.json").read_text(encoding="utf-8"))
+    assert (view["host"], view["tier"], view["ports"], view["boot_ids"]) == (
+        "askari", "internal", {"443": 40443, "80": 40080}, ["first", "second"])
+    assert stat.S_IMODE((runs / "0a1b2c3d" / "state.json").stat().st_mode) == 0o600
+
+
+def test_a_machine_name_the_run_lacks_is_bad_input(runs: Path) -> None:
+    with pytest.raises(BadInput, match="has no machine 'peer'"):
+        make(runs, "0a1b2c3e", 100.0).machine("peer")
 
 
 def test_find_newest_by_default(runs: Path) -> None:
