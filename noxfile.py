@@ -59,6 +59,13 @@ def e2e_revert_fix(session: nox.Session) -> None:
 
 
 @nox.session
+def torture(session: nox.Session) -> None:
+    """On demand: cancel, kill, race and starve real runs; count leaks into docs/bench/."""
+    session.install("-r", "requirements.txt")
+    session.run("python", "tests/torture/torture.py", *session.posargs, **HARNESS_SIGNALS)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on harness/, ansible-lint, yamllint, the tag check, actionlint."""
     session.install("-r", "requirements-dev.txt")

@@ -1,4 +1,4 @@
-"""Choose the accelerator: KVM where it really works, TCG otherwise (FACTS.md).
+"""Choose the accelerator: KVM where it really works, TCG otherwise (docs/platform.md).
 
 ``/dev/kvm`` alone proves nothing: on these machines it is a nested "PVM" hypervisor that
 cannot run a stock Debian kernel. KVM is chosen only with ``kvm_intel`` or ``kvm_amd`` loaded.

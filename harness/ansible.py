@@ -1,15 +1,23 @@
-"""Ansible invocation, in one module: one playbook step of a profile against the test VM."""
+"""Ansible invocation, in one module: one playbook step of a profile against the test VM.
+
+ansible-playbook's exit status says who broke (see :func:`harness.transient.classify_playbook`):
+a failed task is the roles' fault (:class:`ApplyFailed`), an unreachable host is a transient
+(retried), anything else is ansible-playbook unable to run (a :class:`HarnessError`).
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths, proc
+from harness import paths, proc, transient
 from harness.config import PlaybookStep
+from harness.errors import BomaError, ExitCode, HarnessError
 from harness.inventory import RenderedInventory
+from harness.transient import Kind
 
 ANSIBLE_ENV = {
     "ANSIBLE_CONFIG": str(paths.REPO / "ansible.cfg"),
@@ -22,6 +30,40 @@ ANSIBLE_ENV = {
     "ANSIBLE_RETRY_FILES_ENABLED": "False",
     "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "False",
 }
+# An unreachable host is retried this often, this far apart: longer than ssh's keepalive
+# (ServerAliveInterval 5 × ServerAliveCountMax 3) takes to end a shared connection that died
+# with the guest, so a retry opens a fresh one instead of reusing the dead master.
+ANSIBLE_RETRIES = 2
+ANSIBLE_RETRY_INTERVAL = 20.0
+# The longest one step may take; it only sizes the retry loop's window, so that the retry count,
+# not the clock, ends the retries (a cold apply under TCG takes 6 to 20 minutes).
+STEP_TIMEOUT = 2700.0
+# What a status means when it is not a verdict (2 then is argparse's usage error).
+EXIT_MEANING = {
+    1: "an Ansible error",
+    2: "a bad command line",
+    4: "a parse error",
+    5: "a bad or incomplete option",
+    99: "interrupted",
+    250: "an unexpected exception in Ansible",
+}
+UNREACHABLE_RESULT = re.compile(r"UNREACHABLE! => (\{.*\})\s*$")
+TASK_HEADER = re.compile(r"^(TASK|RUNNING HANDLER) \[(?P<name>.*)\]")
+TASK_FAILED = re.compile(r"^(fatal|failed): \[")
+# Ansible's own error lines: "[ERROR]: ..." (2.19), "ERROR! ..." (before), argparse's usage error.
+ERROR_LINE = re.compile(r"^(\[ERROR\]:|ERROR[!:]|ansible-playbook: error:)")
+
+
+class ApplyFailed(BomaError):
+    """A playbook step failed against the VM: the roles are wrong, not the harness."""
+
+    exit_code = ExitCode.SUT_FAILED
+    label = "FAILED (playbook apply)"
+
+
+# One playbook step's bound: a cold apply on the slowest day seen took 1161 s; twice that
+# plus margin still ends a hung step long before the run's global deadline.
+STEP_TIMEOUT = 2700.0
 
 
 def playbook_argv(inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path]) -> list[str]:
@@ -90,4 +132,118 @@ def run_step(
         logfile=logfile,
         env={**ANSIBLE_ENV, **fact_cache_env(fact_cache), **timing_env(task_sink)},
         cwd=paths.REPO,
+        timeout=STEP_TIMEOUT,
     )
+
+
+def run_step_checked(
+    inventory: RenderedInventory,
+    step: PlaybookStep,
+    extra_vars: Sequence[Path],
+    *,
+    logfile: Path,
+    fact_cache: Path,
+    task_sink: Path,
+) -> None:
+    """Run one step and judge it: return if it applied, raise :class:`ApplyFailed` if a task
+    failed, retry it (at most :data:`ANSIBLE_RETRIES` times, logged and counted) if the host was
+    unreachable, raise a :class:`HarnessError` naming the cause otherwise.
+
+    The judgement reads what this run appended to ``logfile``. A retried step runs whole again
+    (the roles are idempotent), so ``task_sink`` holds the tasks of every attempt.
+    """
+    name = step.playbook + (f" --tags {','.join(step.tags)}" if step.tags else "")
+
+    def attempt() -> None:
+        offset = logfile.stat().st_size if logfile.exists() else 0
+        status = run_step(
+            inventory, step, extra_vars, logfile=logfile, fact_cache=fact_cache, task_sink=task_sink
+        )
+        output = appended(logfile, offset)
+        kind = transient.classify_playbook(status, output)
+        if kind is Kind.OK:
+            return
+        if kind is Kind.UNREACHABLE:
+            raise transient.Transient(kind, unreachable_reason(output))
+        if kind is Kind.VERDICT:
+            raise ApplyFailed(
+                f"{name} failed against {inventory.host} (exit status {status}): {failed_task(output)}; "
+                f"see {logfile}"
+            )
+        if kind is Kind.REFUSED:
+            raise HarnessError(
+                f"Ansible could not log in to {inventory.host} for {name}: {unreachable_reason(output)}",
+                hint=f"the run's key or the guest's sshd is wrong, not the roles; see {logfile}",
+            )
+        raise HarnessError(
+            f"ansible-playbook could not run {name} (exit status {status}, "
+            f"{EXIT_MEANING.get(status, 'not a status Ansible documents')}): {error_line(output)}",
+            hint=f"see {logfile}; the guest was not judged",
+        )
+
+    transient.retrying(
+        attempt,
+        what=f"playbook {name}",
+        retries=ANSIBLE_RETRIES,
+        interval=ANSIBLE_RETRY_INTERVAL,
+        attempt_timeout=STEP_TIMEOUT,
+    )
+
+
+def appended(logfile: Path, offset: int) -> str:
+    """What was written to ``logfile`` past its first ``offset`` bytes."""
+    try:
+        with logfile.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def unreachable_reason(output: str) -> str:
+    """Ansible's own message for the unreachable host (ssh's stderr, as Ansible saw it)."""
+    for line in reversed(output.splitlines()):
+        if found := UNREACHABLE_RESULT.search(line):
+            return (result_message(found.group(1)) or line.strip())[:300]
+    return transient.tail(output, 1)[:300]
+
+
+def failed_task(output: str) -> str:
+    """The task that failed and its message, as ``task [name]: message``."""
+    task = "?"
+    for line in output.splitlines():
+        if header := TASK_HEADER.match(line):
+            task = header.group("name")
+        elif TASK_FAILED.match(line):
+            result = line.split("=>", 1)[-1].strip()
+            message = result_message(result) or result[:300]
+            if transient.first_match(transient.APT_LOCKED, line):
+                message += " (another process in the guest held the apt/dpkg lock)"
+            return f"task [{task}]: {message}"
+    return f"no failed task in the output (last: {transient.tail(output, 1)[:200] or 'nothing'})"
+
+
+def result_message(result: str) -> str | None:
+    """A task result Ansible printed as one line of JSON, in short: its ``msg``, and the last
+    line of the command's stderr when there is one."""
+    try:
+        parsed = json.loads(result)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or not parsed.get("msg"):
+        return None
+    message = str(parsed["msg"])[:200]
+    if stderr := transient.tail(str(parsed.get("stderr") or ""), 1):
+        message += f": {stderr[:200]}"
+    return message
+
+
+def error_line(output: str) -> str:
+    """Ansible's own error line (with the line after it: the file, or the rest of the sentence),
+    or else the last line of its output."""
+    lines = output.splitlines()
+    for at, line in enumerate(lines):
+        if ERROR_LINE.match(line):
+            following = lines[at + 1].strip() if at + 1 < len(lines) else ""
+            return (line.strip() + (f" — {following}" if following else ""))[:400]
+    return transient.tail(output, 1)[:300] or "(no output)"

@@ -31,6 +31,7 @@ DEFAULT_TIER = "internal"
 # A single step on a kept VM is bounded too: an apply of a fresh VM is the longest.
 STEP_DEADLINE = 3600.0
 IMAGE_DEADLINE = 2400.0
+FRESH_DIR_AGE = 60.0
 
 
 def _vm_args(p: argparse.ArgumentParser) -> None:
@@ -52,6 +53,7 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image-sums", metavar="URL", help="the SHA512SUMS file for --image-url")
     p.add_argument("--deadline", type=float, default=cycle.DEFAULT_DEADLINE, help="seconds for the whole run")
+    p.add_argument("--kernel-append", default="", metavar="ARGS", help="extra kernel arguments (direct boot)")
 
 
 def _image_source(args: argparse.Namespace) -> tuple[str | None, str | None]:
@@ -135,6 +137,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         extra_overrides=overrides,
         image_url=image_url,
         image_sums_url=image_sums_url,
+        kernel_append=args.kernel_append,
     )
 
 
@@ -319,6 +322,8 @@ def _prune_runs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     for directory in run_dirs():
         if directory.name in known or lock.holder(directory / "run.lock") is not None:
             continue
+        if time.time() - directory.stat().st_mtime < FRESH_DIR_AGE:
+            continue  # a run being admitted right now writes its state in a moment
         if args.dry_run:
             print(f"would remove {directory} (no state)")
         else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from harness import paths
+from harness import paths, plays
 from harness.errors import BadInput
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -35,6 +35,11 @@ PROFILE_KEYS = frozenset(
 TIER_META_KEY = "boma_tier"
 TIER_META_KEYS = frozenset({"description", "needs", "on_demand", "issuer_contains", "pebble"})
 TIER_VAR_PREFIX = "reverse_proxy__"
+# The role that runs Caddy: a run builds the Caddy image, and a tier may run Pebble as its ACME
+# CA, only for a profile whose steps apply it.
+CADDY_ROLE = "reverse_proxy"
+# Pebble validates HTTP-01 and TLS-ALPN-01 through the loopback forwards of these guest ports.
+PEBBLE_GUEST_PORTS = frozenset({80, 443})
 
 
 class Need(StrEnum):
@@ -71,6 +76,12 @@ class Profile:
     suite: Path
     memory_mib: int
     vcpus: int
+
+    @property
+    def needs_caddy(self) -> bool:
+        """Whether the steps apply the reverse proxy (and so need its image, and may take a
+        Pebble tier)."""
+        return CADDY_ROLE in roles_applied(self)
 
 
 @dataclass(frozen=True)
@@ -193,6 +204,50 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
         memory_mib=memory,
         vcpus=vcpus,
     )
+
+
+def overlay_variables(profile: Profile) -> dict[str, Any]:
+    """The variables of the profile's overrides merged in order (later wins), as Ansible
+    reads them."""
+    merged: dict[str, Any] = {}
+    for file in profile.overrides:
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise BadInput(f"{file}: malformed YAML: {exc}".replace("\n", " ")) from exc
+        _need(file, isinstance(data, dict | None), "an override must be a mapping of variables")
+        merged.update(data or {})
+    return merged
+
+
+def roles_applied(profile: Profile) -> frozenset[str]:
+    """Every role the profile's playbook steps may apply to its groups (see
+    :mod:`harness.plays`: a role behind a ``when:`` counts)."""
+    return plays.roles_applied(
+        profile.steps,
+        profile.groups,
+        playbooks_dir=paths.PLAYBOOKS_DIR,
+        roles_dir=paths.REPO / "roles",
+        extra_vars=overlay_variables(profile),
+    )
+
+
+def check_tier_fits(profile: Profile, tier: CertTier) -> None:
+    """Refuse (:class:`BadInput`) a tier the host cannot take, before anything is created:
+    Pebble is an ACME CA for the reverse proxy and validates through guest ports 80 and 443."""
+    if not tier.pebble:
+        return
+    if not profile.needs_caddy:
+        raise BadInput(
+            f"cert tier {tier.name!r} runs Pebble for the {CADDY_ROLE} role, "
+            f"which host {profile.name!r} does not apply",
+            hint=f"remove {tier.name!r} from cert_tiers in {profile.path}",
+        )
+    if not {p.guest for p in profile.published_ports} >= PEBBLE_GUEST_PORTS:
+        raise BadInput(
+            f"cert tier {tier.name!r} needs host {profile.name!r} to publish guest ports 80 and 443",
+            hint="Pebble validates through those forwards",
+        )
 
 
 def role_variables(role: str) -> set[str]:

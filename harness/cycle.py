@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness import accel, config, log, matrix, paths, preflight, virt
+from harness import accel, config, log, matrix, paths, preflight, runvars, verify, virt
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.download import download_verified
@@ -27,7 +27,6 @@ from harness.secrets import scrub_text, scrub_tree
 from harness.signals import Interrupted
 from harness.state import new_run_id
 from harness.summary import Summary
-from harness.verify import CONTROLLER_MARKER
 from harness.virt import DirectBoot
 
 DEFAULT_DEADLINE = 3600.0
@@ -55,6 +54,9 @@ class CycleOptions:
     # The `download` image source, for real hosts that reach the official cloud image.
     image_url: str | None = None
     image_sums_url: str | None = None
+    # Extra kernel arguments (direct boot only): debugging, and the torture suite's guest that
+    # never boots (``systemd.unit=emergency.target``).
+    kernel_append: str = ""
 
 
 def resolve(
@@ -71,12 +73,7 @@ def resolve(
     for file in extra_overrides:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
-    guest_ports = {p.guest for p in profile.published_ports}
-    if tier.pebble and not {80, 443} <= guest_ports:
-        raise BadInput(
-            f"cert tier {certs!r} needs host {host!r} to publish guest ports 80 and 443",
-            hint="Pebble validates through those forwards",
-        )
+    config.check_tier_fits(profile, tier)
     if tier.on_demand and os.environ.get(matrix.ENV_ON_DEMAND) != "1":
         raise BadInput(
             f"cert tier {certs!r} runs on demand only",
@@ -84,11 +81,15 @@ def resolve(
         )
     if reason := matrix.unmet_needs(tier.name, tuple(n.value for n in tier.needs)):
         raise BadInput(f"cannot run here: {reason}")
+    verify.check_suite(profile)  # a suite that collects nothing is bad input, found before boot
     return profile, tier
 
 
-def images(options: CycleOptions) -> tuple[GoldenImage, Path, BootMode]:
-    """The golden image (built, cached or downloaded), the Caddy tarball, and the boot mode."""
+def images(
+    options: CycleOptions, profile: config.Profile, tier: config.CertTier
+) -> tuple[GoldenImage, Path | None, BootMode]:
+    """The golden image (built, cached or downloaded), the Caddy tarball if the profile runs
+    Caddy from it, and the boot mode."""
     boot = options.boot
     if options.image_url and options.image_sums_url:
         disk = download_verified(options.image_url, options.image_sums_url, paths.cache_dir() / "downloads")
@@ -98,13 +99,16 @@ def images(options: CycleOptions) -> tuple[GoldenImage, Path, BootMode]:
             boot = BootMode.FIRMWARE
     else:
         golden = ensure_golden(GoldenRecipe())
-    return golden, ensure_caddy_tarball(CaddyRecipe()), boot
+    caddy = ensure_caddy_tarball(CaddyRecipe()) if runvars.wants_caddy_archive(profile, tier) else None
+    return golden, caddy, boot
 
 
-def direct_boot(golden: GoldenImage, boot: BootMode) -> DirectBoot | None:
+def direct_boot(golden: GoldenImage, boot: BootMode, append: str = "") -> DirectBoot | None:
     if boot is not BootMode.DIRECT or golden.kernel is None or golden.initrd is None:
+        if append:
+            raise BadInput("--kernel-append needs the direct kernel boot (--boot direct)")
         return None
-    return DirectBoot(golden.kernel, golden.initrd, golden.cmdline)
+    return DirectBoot(golden.kernel, golden.initrd, f"{golden.cmdline} {append}".strip())
 
 
 @contextmanager
@@ -135,7 +139,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                 stack.enter_context(run)  # admission: the lock, the slot, the run directory
             with summary.phase("image", sut=False):
                 run.mark("image")
-                golden, caddy, boot = images(options)
+                golden, caddy, boot = images(options, profile, tier)
             with summary.phase("boot", sut=True):
                 run.mark("boot")
                 summary.accel, summary.boot_mode = chosen.value, boot.value
@@ -144,7 +148,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                         name=profile.name,
                         profile=profile,
                         accel=chosen,
-                        direct_boot=direct_boot(golden, boot),
+                        direct_boot=direct_boot(golden, boot, options.kernel_append),
                         golden=golden,
                     )
                 )
@@ -169,15 +173,17 @@ def run_cycle(options: CycleOptions) -> Summary:
             if options.reboot:
                 # What the controller sees must hold before the reboot and after it: the
                 # incident was a port that answered until the host rebooted.
-                with summary.phase("verify-before-reboot", sut=True):
-                    run.mark("verify-before-reboot")
-                    vm.verify("verify-before-reboot", marker=CONTROLLER_MARKER)
+                with summary.phase(verify.BEFORE_REBOOT.label, sut=True):
+                    run.mark(verify.BEFORE_REBOOT.label)
+                    result = vm.verify(verify.BEFORE_REBOOT.label, marker=verify.BEFORE_REBOOT.marker)
+                    if result.outcome is verify.Outcome.NOTHING_SELECTED:
+                        summary.notes.append(f"{verify.BEFORE_REBOOT.label}: {result.message}")
                 with summary.phase("reboot", sut=True):
                     run.mark("reboot")
                     vm.reboot()
             with summary.phase("verify", sut=True):
                 run.mark("verify")
-                vm.verify()
+                vm.verify(verify.FINAL.label)
         summary.finish("pass")
         return summary
     except BomaError as exc:

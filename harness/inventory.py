@@ -25,9 +25,12 @@ from harness.virt import NAME_PREFIX
 LOOPBACK = "127.0.0.1"
 # Variables that decide where and how Ansible connects: inherited values are never trusted.
 CONNECTION_VAR = re.compile(
-    r"^ansible_(host|port|user|connection|ssh_.*|private_key_file|password|become_password|"
-    r"ssh_private_key_file|python_interpreter)$"
+    r"^ansible_(host|port|user|connection|(ssh|sftp|scp)_.*|private_key_file|password|become_password|"
+    r"python_interpreter)$"
 )
+# Set to nothing in the connection overlay, which beats every inventory variable: extra
+# arguments could carry a ProxyJump or a ProxyCommand to a real host.
+FORCED_EMPTY = ("ansible_ssh_extra_args", "ansible_sftp_extra_args", "ansible_scp_extra_args")
 VAULT_HEADER = "$ANSIBLE_VAULT"
 
 
@@ -51,6 +54,7 @@ def connection_vars(endpoint: Endpoint) -> dict[str, Any]:
         "ansible_ssh_private_key_file": str(endpoint.key),
         "ansible_ssh_common_args": endpoint.multiplex_args(),
         "ansible_python_interpreter": "/usr/bin/python3",
+        **dict.fromkeys(FORCED_EMPTY, ""),
     }
 
 
@@ -73,6 +77,9 @@ def real_hosts(real_inventory: Path) -> set[str]:
 
 
 def _is_vault(path: Path) -> bool:
+    """Encrypted, or named as a vault (a plaintext ``vault.yml`` holds secrets all the same)."""
+    if path.stem.startswith("vault") or any(part.startswith("vault") for part in path.parent.parts[-1:]):
+        return True
     with path.open("rb") as handle:
         return handle.read(len(VAULT_HEADER)).decode(errors="replace") == VAULT_HEADER
 
@@ -94,7 +101,6 @@ def render(
     inventory_host: str,
     endpoint: Endpoint,
     real_inventory: Path,
-    with_vault: bool = False,
 ) -> RenderedInventory:
     """Write the transient inventory for ``vm`` into ``target`` and return it."""
     if not vm.startswith(NAME_PREFIX) or vm in real_hosts(real_inventory):
@@ -113,14 +119,15 @@ def render(
     conn_file = target / "connection.yml"
     conn_file.write_text(yaml.safe_dump(conn, sort_keys=True), encoding="utf-8")
 
-    # group_vars: linked file by file, so vault files stay out unless the tier needs secrets.
+    # group_vars: linked file by file, so vault files stay out: a test run's secrets come from
+    # the environment into the run's own 0600 file, never from the production vault.
     group_dir = target / "group_vars"
     group_dir.mkdir(exist_ok=True)
     real_groups = real_inventory / "group_vars"
     for source in sorted(real_groups.rglob("*")) if real_groups.is_dir() else []:
         if not source.is_file() or source.suffix not in (".yml", ".yaml"):
             continue
-        if _is_vault(source) and not with_vault:
+        if _is_vault(source):
             continue
         link = group_dir / source.relative_to(real_groups)
         link.parent.mkdir(parents=True, exist_ok=True)

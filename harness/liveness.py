@@ -16,6 +16,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 
 SILENCE_LIMIT = 100.0
+TAIL_BYTES = 4096
 FATAL_MARKERS = (
     "Kernel panic - not syncing",
     "end Kernel panic",
@@ -68,7 +69,14 @@ class Watch:
             return ""
 
     def last_line(self) -> str:
-        lines = [line.strip() for line in self._new_text().splitlines() if line.strip()]
+        """The console's last non-empty line, this boot's or an earlier one's."""
+        try:
+            with self.console.open("rb") as handle:
+                handle.seek(max(0, self._size() - TAIL_BYTES))
+                tail = handle.read().decode("utf-8", errors="replace")
+        except OSError:
+            return "(no console)"
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
         return lines[-1][:160] if lines else "(nothing yet)"
 
     def check(self) -> None:

@@ -30,7 +30,7 @@ from harness import (
 from harness.errors import HarnessError, VerificationFailed
 from harness.poll import NotYet, wait_until
 from harness.state import MACHINE_VIEW, MachineState, RunState
-from harness.verify import run_suite
+from harness.verify import SuiteResult, run_suite
 
 # Sized for TCG on a 2-core controller (boot to SSH measured at 80–120 s, a reboot 85–136 s);
 # a dead guest is caught by liveness within two minutes, so these bound only a slow live one.
@@ -47,8 +47,6 @@ UNIT_TIMEOUT = 300.0
 PORT_TIMEOUT = 120.0
 PROBE_INTERVAL = 3.0
 EVIDENCE_REACH_TIMEOUT = 30.0
-# Bounds of the child steps: an apply step of a fresh VM took 1161 s on the slowest day seen.
-APPLY_STEP_TIMEOUT = 2700.0
 SLOWEST_TASKS_SHOWN = 5
 
 
@@ -318,20 +316,18 @@ class Machine:
             if slowest:
                 log.info("slowest tasks: " + "; ".join(f"{t.task} {t.seconds:.1f}s" for t in slowest))
 
-    def verify(self, label: str = "verify", marker: str | None = None) -> Path:
-        """Run the profile's suite (or only the checks with ``marker``); returns the JUnit file."""
+    def verify(self, label: str = "verify", marker: str | None = None) -> SuiteResult:
+        """Run the profile's suite (or only the checks with ``marker``)."""
         # Re-checked here too: verify reaches the guest through the same rendered inventory.
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
-        junit = self.artifacts / f"junit-{label}.xml"
-        run_suite(
+        return run_suite(
             self.profile.suite,
             self.inventory,
             self.view_file,
-            junit,
+            self.artifacts / f"junit-{label}.xml",
             self.artifacts / f"{label}.log",
             marker=marker,
         )
-        return junit
 
     def collect_evidence(self, reason: str, label: str = "evidence") -> Path:
         reachable = True

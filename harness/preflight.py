@@ -37,7 +37,7 @@ def systemd_is_init() -> bool:
 
 
 def ensure_libvirt(uri: str) -> None:
-    """Make sure the daemon answers; where no systemd runs, start it ourselves (FACTS.md)."""
+    """Make sure the daemon answers; where no systemd runs, start it ourselves (docs/platform.md)."""
     if uri.startswith("test:"):
         return
 

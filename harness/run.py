@@ -195,7 +195,7 @@ class Run:
         self.machines.append(machine)
         return machine
 
-    def prepare_tier(self, tier: config.CertTier, caddy_archive: Path, machine: Machine) -> None:
+    def prepare_tier(self, tier: config.CertTier, caddy_archive: Path | None, machine: Machine) -> None:
         """What the tier needs from the controller (Pebble for acme-local) and the run's
         overlays (``harness-vars.yml``, the 0600 ``secrets.yml``)."""
         state, pebble_vars = self.state, {}
@@ -208,7 +208,7 @@ class Run:
             state.pebble_pids, state.pebble_dir = list(started.pids), str(started.directory)
             state.save()
             pebble_vars = started.guest_vars()
-        state.caddy_archive = str(caddy_archive)
+        state.caddy_archive = str(caddy_archive) if caddy_archive else ""
         runvars.write_harness_vars(state.dir, tier, caddy_archive, pebble_vars)
         runvars.write_secrets(state.dir, tier)
         state.save()

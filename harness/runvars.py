@@ -18,23 +18,33 @@ from pathlib import Path
 import yaml
 
 from harness import config, matrix
+from harness.private import private_file
 
 HARNESS_VARS = "harness-vars.yml"
 SECRETS = "secrets.yml"
 CADDY_IMAGE_TAG = "boma/caddy:test"
 
 
+def wants_caddy_archive(profile: config.Profile, tier: config.CertTier) -> bool:
+    """Whether the run needs the Caddy tarball built offline: only for a profile that applies
+    the reverse proxy, and not on a tier that reaches the internet (it pulls the production
+    image, with the DNS plugin)."""
+    return profile.needs_caddy and config.Need.INTERNET not in tier.needs
+
+
 def write_harness_vars(
-    run_dir: Path, tier: config.CertTier, caddy_archive: Path, pebble_vars: Mapping[str, str]
+    run_dir: Path, tier: config.CertTier, caddy_archive: Path | None, pebble_vars: Mapping[str, str]
 ) -> Path:
     """The run's own variables. A test VM cannot fetch Caddy's image, so it comes as a tarball
-    built offline; a tier that needs the internet keeps the production image (DNS plugin)."""
+    built offline; a tier that needs the internet keeps the production image (DNS plugin). No
+    archive (``None``: the profile runs no Caddy, see :func:`wants_caddy_archive`) sets no
+    image variable at all."""
     harness_vars = dict(pebble_vars)
-    if config.Need.INTERNET not in tier.needs:
+    if caddy_archive is not None and config.Need.INTERNET not in tier.needs:
         harness_vars.update(
             {"reverse_proxy__image": CADDY_IMAGE_TAG, "reverse_proxy__image_archive": str(caddy_archive)}
         )
-    path = run_dir / HARNESS_VARS
+    path = private_file(run_dir / HARNESS_VARS)
     path.write_text(
         "# Set by the harness for this run.\n" + yaml.safe_dump(harness_vars, sort_keys=True),
         encoding="utf-8",
@@ -48,7 +58,7 @@ def write_secrets(run_dir: Path, tier: config.CertTier) -> Path | None:
     if config.Need.GANDI_TOKEN not in tier.needs:
         return None
     path = run_dir / SECRETS
-    path.touch(mode=0o600)
+    private_file(path)
     token = os.environ.get(matrix.NEED_ENV[config.Need.GANDI_TOKEN.value], "")
     path.write_text(yaml.safe_dump({"reverse_proxy__gandi_token": token}), encoding="utf-8")
     return path

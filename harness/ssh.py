@@ -1,18 +1,20 @@
 """Talking to the guest over SSH through its loopback forward.
 
 The options here are the ones that survive a guest reboot through QEMU's user-mode forward
-(FACTS.md: a persistent control master hung Ansible's reboot until it was killed).
+(docs/platform.md: a persistent control master hung Ansible's reboot until it was killed).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import proc
+from harness import log, proc, transient
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
+from harness.transient import Kind
 
 # Options every SSH client of the run uses: Ansible, testinfra and the harness itself.
 SSH_OPTIONS: tuple[tuple[str, str], ...] = (
@@ -28,6 +30,20 @@ SSH_OPTIONS: tuple[tuple[str, str], ...] = (
     ("BatchMode", "yes"),
 )
 SSH_PROBE_INTERVAL = 3.0
+# A transient (sshd restarting during first boot, a dropped forward) is retried this often, this
+# far apart: long enough for sshd to come back, short enough that a dead guest fails in a minute.
+SSH_RETRIES = 5
+SSH_RETRY_INTERVAL = 5.0
+BOOT_ID_TIMEOUT = 30.0
+# The harness's own commands run ssh at INFO, not ERROR: at ERROR, OpenSSH 9 exits 255 without a
+# word when a keepalive times out or the connection is closed or reset after the banner
+# (recorded in tests/unit/data/transients/ssh/), which cannot be told from a remote `exit 255`.
+# ssh keeps the first value it is given for an option, so this goes before SSH_OPTIONS.
+RUN_LOG_LEVEL = "INFO"
+# The one line INFO adds to every connection (the known hosts file is /dev/null): not the command's.
+KNOWN_HOSTS_WARNING = re.compile(
+    r"^Warning: Permanently added .* to the list of known hosts\.\r?\n?", re.MULTILINE
+)
 BOOT_ID_COMMAND = ("cat", "/proc/sys/kernel/random/boot_id")
 CONTROL_PERSIST = 120
 
@@ -43,7 +59,7 @@ class Endpoint:
     host: str = "127.0.0.1"
     # Where Ansible's and testinfra's shared SSH connection lives. Multiplexing saves one
     # handshake per task, which is seconds under TCG; the harness closes the master before
-    # every reboot (FACTS.md: a stale master hung Ansible's reboot) and at teardown.
+    # every reboot (docs/platform.md: a stale master hung Ansible's reboot) and at teardown.
     control_path: Path | None = None
 
     def multiplex_args(self) -> str:
@@ -73,12 +89,54 @@ class Endpoint:
         return "\n".join(lines) + "\n"
 
 
+class ConnectionFailed(HarnessError):
+    """ssh itself could not reach the guest, or lost it: a transient, never the command's answer.
+
+    ``kind`` is :attr:`Kind.UNREACHABLE` (the command never ran) or :attr:`Kind.DROPPED` (it may
+    have); ``tail`` is the end of ssh's stderr.
+    """
+
+    def __init__(self, endpoint: Endpoint, remote: str, result: proc.Result, kind: Kind) -> None:
+        self.kind = kind
+        self.result = result
+        self.tail = transient.tail(result.stderr)
+        self.evidence = transient.evidence_line(kind, result.stderr)
+        super().__init__(
+            f"ssh to {endpoint.host}:{endpoint.port} {kind.describe} (running {remote!r}): {self.evidence}",
+            hint=transient.HINT.get(kind),
+        )
+
+
+class AccessRefused(HarnessError):
+    """The guest's sshd answered but refused the run's key: retrying will not help."""
+
+    def __init__(self, endpoint: Endpoint, result: proc.Result) -> None:
+        self.result = result
+        super().__init__(
+            f"ssh to {endpoint.user}@{endpoint.host}:{endpoint.port} was refused: "
+            + transient.evidence_line(Kind.REFUSED, result.stderr),
+            hint=f"did cloud-init install the run's key ({endpoint.key}.pub)? see the serial console",
+        )
+
+
 def keygen(private_key: Path, comment: str) -> str:
     """Generate the run's own ed25519 key pair; return the public key text."""
     proc.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(private_key)], quiet=True
     )
     return private_key.with_suffix(".pub").read_text(encoding="utf-8")
+
+
+def command_argv(endpoint: Endpoint, command: Sequence[str]) -> list[str]:
+    """The ssh command line that runs ``command`` (quoted for the remote shell) in the guest."""
+    return [
+        "ssh",
+        "-o",
+        f"LogLevel={RUN_LOG_LEVEL}",
+        *endpoint.option_args(),
+        f"{endpoint.user}@{endpoint.host}",
+        proc.render(command),
+    ]
 
 
 def run(
@@ -89,18 +147,93 @@ def run(
     timeout: float = 120,
     quiet: bool = False,
 ) -> proc.Result:
-    """Run ``command`` (an argument list, quoted for the remote shell) in the guest."""
+    """Run ``command`` (an argument list, quoted for the remote shell) in the guest.
+
+    The result's status is the remote command's own: when ssh itself failed, this raises
+    :class:`ConnectionFailed` (could not connect, or lost the connection) or
+    :class:`AccessRefused` instead. A non-zero remote status raises
+    :class:`~harness.proc.CommandFailed` with ``check``, else is returned for the caller to judge.
+    """
     remote = proc.render(command)
-    return proc.run(
-        ["ssh", *endpoint.option_args(), f"{endpoint.user}@{endpoint.host}", remote],
-        check=check,
-        timeout=timeout,
-        quiet=quiet,
+    raw = proc.run(command_argv(endpoint, command), check=False, timeout=timeout, quiet=quiet)
+    result = proc.Result(raw.argv, raw.returncode, raw.stdout, KNOWN_HOSTS_WARNING.sub("", raw.stderr))
+    kind = transient.classify_ssh(result.returncode, result.stderr)
+    if kind in (Kind.UNREACHABLE, Kind.DROPPED):
+        raise ConnectionFailed(endpoint, remote, result, kind)
+    if kind is Kind.REFUSED:
+        raise AccessRefused(endpoint, result)
+    if check and result.returncode != 0:
+        raise proc.CommandFailed(result)
+    return result
+
+
+def run_retrying(
+    endpoint: Endpoint,
+    command: Sequence[str],
+    *,
+    what: str,
+    timeout: float,
+    check: bool = True,
+    retries: int | None = None,
+    quiet: bool = False,
+) -> proc.Result:
+    """:func:`run`, with a transient retried: ssh could not connect or lost the connection, or
+    an apt/dpkg lock was held. For commands that may run twice (a status query, a read).
+
+    At most ``retries`` (default :data:`SSH_RETRIES`) retries, each logged and counted in the
+    run's summary; then a :class:`~harness.transient.TransientPersisted` names the transient and
+    the count. ``timeout`` bounds each attempt; ``what`` names the work in logs and errors.
+    """
+
+    def attempt() -> proc.Result:
+        try:
+            result = run(endpoint, command, check=False, timeout=timeout, quiet=quiet)
+        except ConnectionFailed as exc:
+            raise transient.Transient(exc.kind, exc.evidence) from exc
+        if transient.classify_ssh(result.returncode, result.stderr, result.stdout) is Kind.LOCKED:
+            seen = transient.evidence_line(Kind.LOCKED, f"{result.stdout}\n{result.stderr}")
+            raise transient.Transient(Kind.LOCKED, seen)
+        if check and result.returncode != 0:
+            raise proc.CommandFailed(result)
+        return result
+
+    return transient.retrying(
+        attempt,
+        what=what,
+        retries=SSH_RETRIES if retries is None else retries,
+        interval=SSH_RETRY_INTERVAL,
+        attempt_timeout=timeout,
+    )
+
+
+def run_disconnecting(endpoint: Endpoint, command: Sequence[str], *, what: str, timeout: float) -> int | None:
+    """Run a command that may end the connection under it (``systemctl reboot``).
+
+    Returns the remote status, or ``None`` when the connection dropped: that is what such a
+    command does, and proves nothing either way. A connection that was never made is retried
+    as in :func:`run_retrying` (the command never ran).
+    """
+
+    def attempt() -> int | None:
+        try:
+            return run(endpoint, command, check=False, timeout=timeout, quiet=True).returncode
+        except ConnectionFailed as exc:
+            if exc.kind is Kind.DROPPED:
+                log.info(f"{what}: the connection dropped ({exc.evidence})")
+                return None
+            raise transient.Transient(exc.kind, exc.evidence) from exc
+
+    return transient.retrying(
+        attempt, what=what, retries=SSH_RETRIES, interval=SSH_RETRY_INTERVAL, attempt_timeout=timeout
     )
 
 
 def boot_id(endpoint: Endpoint) -> str:
-    return run(endpoint, BOOT_ID_COMMAND, quiet=True).stdout.strip()
+    """The guest's current boot_id; a transient on the way is retried (it is only a read)."""
+    result = run_retrying(
+        endpoint, BOOT_ID_COMMAND, what="reading the boot_id", timeout=BOOT_ID_TIMEOUT, quiet=True
+    )
+    return result.stdout.strip()
 
 
 def wait_for_boot(
@@ -122,9 +255,9 @@ def wait_for_boot(
                 f"the guest kernel died during boot: {fatal}", hint=f"see the serial console: {console}"
             )
         try:
-            result = run(endpoint, BOOT_ID_COMMAND, check=False, timeout=30, quiet=True)
-        except HarnessError as exc:  # the ssh client itself timed out
-            raise NotYet(str(exc)) from exc
+            result = run(endpoint, BOOT_ID_COMMAND, check=False, timeout=BOOT_ID_TIMEOUT, quiet=True)
+        except HarnessError as exc:  # ssh could not connect yet, or the ssh client timed out
+            raise NotYet(exc.message) from exc
         if result.returncode != 0:
             raise NotYet(f"ssh exit {result.returncode}: {result.stderr.strip()[-200:] or 'no output'}")
         current = result.stdout.strip()

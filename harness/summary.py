@@ -1,4 +1,4 @@
-"""The per-run summary JSON: each phase's duration and the verdict."""
+"""The per-run summary JSON: each phase's duration, its retried transients and the verdict."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import log
+from harness import log, transient
 
 
 @dataclass
@@ -24,6 +24,11 @@ class Summary:
     failed_phase: str | None = None
     reason: str | None = None
     phases: dict[str, float] = field(default_factory=dict)
+    # Transients retried in each phase (see harness.transient); a phase with none is absent.
+    retries: dict[str, int] = field(default_factory=dict)
+    # What a reader should know that no duration shows: a phase with nothing to check, a
+    # lever that changes what was tested.
+    notes: list[str] = field(default_factory=list)
     sut_phases: list[str] = field(default_factory=list)  # the rest of the total is overhead
     started: float = field(default_factory=time.time)
     total_s: float = 0.0
@@ -40,6 +45,7 @@ class Summary:
         """
         if sut and name not in self.sut_phases:
             self.sut_phases.append(name)
+        retried_before = transient.retry_count()
         try:
             with log.step(name, self.phases):
                 yield
@@ -47,6 +53,10 @@ class Summary:
             if self.failed_phase is None:
                 self.failed_phase = name
             raise
+        finally:
+            # Phases do not nest: every retry made while this one ran is its own.
+            if retried := transient.retry_count() - retried_before:
+                self.retries[name] = self.retries.get(name, 0) + retried
 
     def finish(self, verdict: str) -> None:
         self.verdict = verdict
@@ -62,14 +72,27 @@ class Summary:
 
     def table(self) -> str:
         width = max((len(name) for name in [*self.phases, "total"]), default=0)
-        rows = [f"  {name:<{width}} {secs:8.1f}s" for name, secs in self.phases.items()]
+        rows = []
+        for name, secs in self.phases.items():
+            retried = self.retries.get(name, 0)
+            note = f"  ({retried} {'retry' if retried == 1 else 'retries'})" if retried else ""
+            rows.append(f"  {name:<{width}} {secs:8.1f}s{note}")
         rows.append(f"  {'total':<{width}} {self.total_s:8.1f}s  (harness overhead {self.overhead_s:.1f}s)")
+        rows += [f"  note: {note}" for note in self.notes]
         return "\n".join(rows)
 
 
 def record_step(directory: Path, name: str, seconds: float, outcome: str) -> None:
-    """Append one single step's duration (the warm inner loop) to ``steps.jsonl``."""
+    """Append one single step's duration (the warm inner loop) to ``steps.jsonl``, with the
+    transients it retried."""
     directory.mkdir(parents=True, exist_ok=True)
-    line = {"step": name, "seconds": round(seconds, 1), "outcome": outcome, "at": time.time()}
+    line = {
+        "step": name,
+        "seconds": round(seconds, 1),
+        "outcome": outcome,
+        # A single step is one CLI process: the process's retries are the step's.
+        "retries": transient.retry_count(),
+        "at": time.time(),
+    }
     with (directory / "steps.jsonl").open("a", encoding="utf-8") as sink:
         sink.write(json.dumps(line) + "\n")

@@ -3,23 +3,72 @@
 The suite reaches the guest through the rendered inventory (``ansible://`` spec: the same
 inventory Ansible used) and the controller-side probes read the run's state file for the
 loopback forwards (``BOMA_RUN_STATE``).
+
+A cycle verifies in :data:`PHASES`: the ``controller``-marked checks before the reboot (a host
+without published ports may have none: that phase then has nothing to check, which is not an
+error), then the whole suite after it (which must hold at least one check).
+:func:`check_suite` proves both before anything boots.
 """
 
 from __future__ import annotations
 
+import re
 import sys
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-from harness import proc
-from harness.errors import HarnessError, VerificationFailed
+from harness import log, proc
+from harness.config import Profile
+from harness.errors import BadInput, HarnessError, VerificationFailed
 from harness.inventory import RenderedInventory
 
 ENV_RUN_STATE = "BOMA_RUN_STATE"
+# pytest's exit statuses (pytest.ExitCode), read here without importing pytest.
+PYTEST_OK = 0
 PYTEST_TESTS_FAILED = 1
-
+PYTEST_INTERRUPTED = 2  # also: errors during collection (a suite that does not import)
+PYTEST_NO_TESTS = 5  # nothing collected, or every test deselected by -m
 
 # Checks marked so run from the controller alone; the cycle runs them before the reboot too.
 CONTROLLER_MARKER = "controller"
+
+# Collection names a host for testinfra's `host` fixture but never connects to it: `local://`
+# stands in for the VM, one host as the rendered inventory has, so the counts are the same.
+COLLECT_HOSTS = "local://"
+COLLECT_TIMEOUT = 120.0
+# A whole suite against the VM: askari's takes under a minute even on a slow day.
+SUITE_TIMEOUT = 900.0
+COLLECT_ERROR_LINES = 15
+_COLLECTED = re.compile(r"^(?:(?P<selected>\d+)/)?(?P<total>\d+) tests? collected")
+
+
+class Outcome(StrEnum):
+    """How a verify phase ended when it did not raise."""
+
+    PASSED = "passed"
+    NOTHING_SELECTED = "nothing-selected"  # the phase's marker selects no check of the suite
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    outcome: Outcome
+    message: str  # one line for the log, e.g. "no controller checks for this profile"
+    junit: Path
+
+
+@dataclass(frozen=True)
+class VerifyPhase:
+    """One pytest run of a cycle: its label (log and JUnit file names) and marker."""
+
+    label: str
+    marker: str | None
+    required: bool  # must collect at least one check, or the phase proves nothing
+
+
+BEFORE_REBOOT = VerifyPhase("verify-before-reboot", CONTROLLER_MARKER, required=False)
+FINAL = VerifyPhase("verify", None, required=True)
+PHASES = (BEFORE_REBOOT, FINAL)
 
 
 def pytest_argv(
@@ -51,17 +100,107 @@ def run_suite(
     logfile: Path,
     *,
     marker: str | None = None,
-) -> None:
-    """Pass, or raise :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
-    (pytest itself could not run the suite)."""
+) -> SuiteResult:
+    """Run the suite (or only the checks with ``marker``) against the VM.
+
+    Returns :attr:`Outcome.PASSED`, or :attr:`Outcome.NOTHING_SELECTED` when ``marker`` selects
+    no check. Raises :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
+    (pytest could not run the suite, or the whole suite holds no check: nothing was judged).
+    """
     status = proc.stream(
         pytest_argv(suite, inventory, junit, marker),
         logfile=logfile,
         env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=SUITE_TIMEOUT,
     )
+    if status == PYTEST_OK:
+        return SuiteResult(Outcome.PASSED, f"checks passed; see {junit}", junit)
     if status == PYTEST_TESTS_FAILED:
         raise VerificationFailed(f"checks failed against the VM; see {junit} and {logfile}")
-    if status != 0:
+    if status == PYTEST_NO_TESTS and marker:
+        message = f"no {marker} checks for this profile in {suite}: nothing to check in this phase"
+        log.info(message)
+        return SuiteResult(Outcome.NOTHING_SELECTED, message, junit)
+    if status == PYTEST_NO_TESTS:
         raise HarnessError(
-            f"pytest could not run the suite {suite} (exit status {status})", hint=f"see {logfile}"
+            f"the suite {suite} holds no checks: the VM was not judged",
+            hint="add test_*.py files to it (tests/integration/README.md)",
         )
+    raise HarnessError(
+        f"pytest could not run the suite {suite} (exit status {status})", hint=f"see {logfile}"
+    )
+
+
+def collect_argv(suite: Path, marker: str | None = None, hosts: str = COLLECT_HOSTS) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(suite),
+        "--collect-only",
+        "-q",
+        f"--hosts={hosts}",
+        "--sudo",
+        "-p",
+        "no:cacheprovider",
+        *(["-m", marker] if marker else []),
+    ]
+
+
+def collected(suite: Path, marker: str | None = None, *, hosts: str = COLLECT_HOSTS) -> int:
+    """How many checks pytest collects from ``suite`` (only those with ``marker``, if given),
+    without any VM: testinfra makes its host objects at collection but connects only when a
+    check runs. ``hosts`` may name the rendered inventory instead (testinfra then reads it
+    with ``ansible-inventory``).
+
+    Raises :class:`BadInput` when the suite does not collect (an import error, a bad
+    parametrization) and :class:`HarnessError` when pytest itself could not run.
+    """
+    result = proc.run(
+        collect_argv(suite, marker, hosts),
+        check=False,
+        quiet=True,
+        timeout=COLLECT_TIMEOUT,
+        env={"PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    if result.returncode == PYTEST_NO_TESTS:
+        return 0
+    lines = result.stdout.splitlines()
+    if result.returncode == PYTEST_INTERRUPTED:
+        errors = [line for line in lines if line.startswith(("E ", "ERROR "))][-COLLECT_ERROR_LINES:]
+        raise BadInput(
+            f"the test suite {suite} does not collect: " + ("; ".join(errors) or "see pytest's output"),
+            hint=f"run: {proc.render(collect_argv(suite, marker, hosts))}",
+        )
+    for line in reversed(lines) if result.returncode == PYTEST_OK else ():
+        if match := _COLLECTED.match(line.strip()):
+            return int(match["selected"] or match["total"])
+    tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-COLLECT_ERROR_LINES:])
+    raise HarnessError(
+        f"pytest could not collect the suite {suite} (exit status {result.returncode})",
+        hint=f"pytest said:\n{tail}" if tail else None,
+    )
+
+
+def check_suite(profile: Profile) -> dict[str, int]:
+    """Collect the profile's suite for every phase of :data:`PHASES` before anything boots;
+    return the count of checks per phase label. Raises :class:`BadInput` (exit 2) when a
+    required phase (the final verify) would collect nothing, or the suite does not collect."""
+    counts = {phase.label: collected(profile.suite, phase.marker) for phase in PHASES}
+    for phase in PHASES:
+        if phase.required and counts[phase.label] == 0:
+            raise BadInput(
+                f"the test suite {profile.suite} of host {profile.name!r} holds no checks: "
+                "a cycle would judge nothing",
+                hint="add test_*.py files to it (docs/runbooks/integration-testing.md, "
+                "'Adding a host profile')",
+            )
+    log.info(
+        f"suite {profile.suite.name}: "
+        + ", ".join(
+            f"{phase.label} {counts[phase.label]} check(s)"
+            + ("" if counts[phase.label] or phase.marker is None else f" (none marked {phase.marker})")
+            for phase in PHASES
+        )
+    )
+    return counts

@@ -87,7 +87,7 @@ def domain_xml(spec: DomainSpec) -> str:
     if spec.accel is Accel.KVM:
         ET.SubElement(dom, "cpu", {"mode": "host-passthrough"})
     else:
-        # FACTS.md: under TCG, qemu64; "host" aborts QEMU on these machines.
+        # docs/platform.md: under TCG, qemu64; "host" aborts QEMU on these machines.
         cpu = ET.SubElement(dom, "cpu", {"mode": "custom", "match": "exact"})
         ET.SubElement(cpu, "model", {"fallback": "allow"}).text = "qemu64"
     ET.SubElement(dom, "on_poweroff").text = "destroy"
@@ -110,7 +110,7 @@ def domain_xml(spec: DomainSpec) -> str:
     rng = ET.SubElement(devices, "rng", {"model": "virtio"})
     ET.SubElement(rng, "backend", {"model": "random"}).text = "/dev/urandom"
     ET.SubElement(devices, "memballoon", {"model": "none"})
-    # libvirt 9.0 rejects the passt backend (FACTS.md); user-mode networking is passed to QEMU
+    # libvirt 9.0 rejects the passt backend (docs/platform.md); user-mode networking is passed to QEMU
     # directly, with no <interface>, so nothing but loopback forwards reaches the guest.
     cmdline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
     for arg in (

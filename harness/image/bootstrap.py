@@ -9,7 +9,7 @@ from pathlib import Path
 from harness import proc
 from harness.errors import HarnessError
 
-# bookworm's keyring already holds the trixie keys (FACTS.md).
+# bookworm's keyring already holds the trixie keys (docs/platform.md).
 ARCHIVE_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # dpkg without fsync: the rootfs is thrown away if the build fails anyway.
 EATMYDATA_HOOKS = Path("/usr/share/mmdebstrap/hooks/eatmydata")

@@ -1,6 +1,6 @@
 """Turn a root filesystem tarball into a BIOS-bootable qcow2 disk, without partition devices.
 
-There are no partition loop devices and no udev on the build machines (FACTS.md), so
+There are no partition loop devices and no udev on the build machines (docs/platform.md), so
 ``grub-install`` cannot run. Instead: an MBR with one partition at sector 2048, a loop device
 over just that partition (``losetup --offset --sizelimit``), ext4 labelled ``root``, the tarball
 extracted into it, and GRUB's ``boot.img`` (first 440 bytes) and ``core.img`` (from sector 1,

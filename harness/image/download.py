@@ -1,6 +1,6 @@
 """The ``download`` image source: fetch an official cloud image and verify it against SHA512SUMS.
 
-For real hosts that can reach cloud.debian.org (the build machines cannot: FACTS.md). Only
+For real hosts that can reach cloud.debian.org (the build machines cannot: docs/platform.md). Only
 a file whose sha512 matches its line in SHA512SUMS ever appears under its own name.
 """
 

@@ -57,34 +57,33 @@ def test_incident_red_then_green() -> None:
     summary = Summary(run_id=new_run_id(), host="askari", tier="internal")
     out = paths.run_artifacts("askari", "internal", summary.run_id)
     try:
-        with signals.cancellable(DEADLINE):
-            with booted(options, summary) as (_run, vm):
-                with summary.phase("RED: apply without the container-forward drop-in", sut=True):
-                    vm.apply((RED_OVERLAY,))
-                with summary.phase("RED: reboot", sut=True):
-                    vm.reboot()
-                with (
-                    summary.phase("RED: verify (must fail)", sut=True),
-                    pytest.raises(VerificationFailed),
-                ):
-                    vm.verify(label="verify-red")
-                bundle = vm.collect_evidence(reason="RED half of the incident test: failure expected",
-                                             label="evidence-red")
+        with signals.cancellable(DEADLINE), booted(options, summary) as (_run, vm):
+            with summary.phase("RED: apply without the container-forward drop-in", sut=True):
+                vm.apply((RED_OVERLAY,))
+            with summary.phase("RED: reboot", sut=True):
+                vm.reboot()
+            with (
+                summary.phase("RED: verify (must fail)", sut=True),
+                pytest.raises(VerificationFailed),
+            ):
+                vm.verify(label="verify-red")
+            bundle = vm.collect_evidence(reason="RED half of the incident test: failure expected",
+                                         label="evidence-red")
 
-                failed = failed_checks(vm.artifacts / "junit-verify-red.xml")
-                assert PORT_CHECK in failed, f"RED failed, but not on the published port: {failed}"
-                assert "to answer from the controller" in failed[PORT_CHECK], failed[PORT_CHECK]
-                assert set(failed) <= INCIDENT_CHECKS, f"RED broke more than the incident: {failed}"
-                ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
-                assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
-                assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
+            failed = failed_checks(vm.artifacts / "junit-verify-red.xml")
+            assert PORT_CHECK in failed, f"RED failed, but not on the published port: {failed}"
+            assert "to answer from the controller" in failed[PORT_CHECK], failed[PORT_CHECK]
+            assert set(failed) <= INCIDENT_CHECKS, f"RED broke more than the incident: {failed}"
+            ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
+            assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
+            assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
 
-                with summary.phase("GREEN: apply the repository as it is", sut=True):
-                    vm.apply()
-                with summary.phase("GREEN: reboot", sut=True):
-                    vm.reboot()
-                with summary.phase("GREEN: verify (must pass)", sut=True):
-                    vm.verify(label="verify-green")
+            with summary.phase("GREEN: apply the repository as it is", sut=True):
+                vm.apply()
+            with summary.phase("GREEN: reboot", sut=True):
+                vm.reboot()
+            with summary.phase("GREEN: verify (must pass)", sut=True):
+                vm.verify(label="verify-green")
         summary.finish("pass")
     except BaseException:
         summary.finish("fail")

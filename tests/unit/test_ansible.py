@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import configparser
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import ansible, paths, proc
+from harness import ansible, paths, proc, transient
 from harness.config import PlaybookStep
+from harness.errors import ExitCode, HarnessError
 from harness.inventory import RenderedInventory
+from harness.transient import Kind
 
 VM = "boma-it-askari-0badf00d"
 
@@ -144,3 +147,143 @@ def test_the_timing_callback_records_every_task_with_its_wall_time(tmp_path: Pat
 
 def test_no_recorded_tasks_is_an_empty_list(tmp_path: Path) -> None:
     assert ansible.task_times(tmp_path / "absent.jsonl") == []
+
+
+# -- judging a step: a failed task, an unreachable host, or Ansible unable to run ------------
+
+RECORDED = Path(__file__).parent / "data" / "transients" / "ansible"
+
+
+@pytest.fixture
+def step_files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "logfile": tmp_path / "ansible.log",
+        "fact_cache": tmp_path / "facts",
+        "task_sink": tmp_path / "t.jsonl",
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_retries_yet() -> Iterator[None]:
+    transient.reset_retries()
+    yield
+    transient.reset_retries()
+
+
+def replay(monkeypatch: pytest.MonkeyPatch, *cases: str) -> list[str]:
+    """Make each ansible-playbook run append the recorded output of ``cases`` in turn."""
+    ran: list[str] = []
+
+    def fake_stream(_argv: list[str], *, logfile: Path, **_kwargs: object) -> int:
+        case = cases[min(len(ran), len(cases) - 1)]
+        ran.append(case)
+        with logfile.open("a", encoding="utf-8") as sink:
+            sink.write((RECORDED / f"{case}.log").read_text(encoding="utf-8"))
+        return int((RECORDED / f"{case}.exit").read_text())
+
+    monkeypatch.setattr(ansible.proc, "stream", fake_stream)
+    monkeypatch.setattr(ansible, "ANSIBLE_RETRY_INTERVAL", 0.0)
+    return ran
+
+
+def test_an_unreachable_host_is_retried(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = replay(monkeypatch, "unreachable-connect-refused", "unreachable-mid-play", "ok")
+    ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert ran == ["unreachable-connect-refused", "unreachable-mid-play", "ok"]
+    assert [r.kind for r in transient.recorded_retries()] == [Kind.UNREACHABLE, Kind.UNREACHABLE]
+    assert transient.recorded_retries()[0].what == "playbook site.yml"
+
+
+def test_an_unreachable_host_gives_up_at_the_bound(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = replay(monkeypatch, "unreachable-connect-refused")
+    with pytest.raises(transient.TransientPersisted) as caught:
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml", ("base",)), [], **step_files)
+    assert len(ran) == ansible.ANSIBLE_RETRIES + 1
+    assert caught.value.exit_code == ExitCode.HARNESS_BROKE
+    assert (
+        "playbook site.yml --tags base: could not connect to the guest, 3 times in a row"
+        in caught.value.message
+    )
+    assert "ssh: connect to host 127.0.0.1 port 40022: Connection refused" in caught.value.message
+
+
+def test_a_failed_task_is_the_roles_fault_and_is_not_retried(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = replay(monkeypatch, "task-failed")
+    with pytest.raises(ansible.ApplyFailed) as caught:
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert ran == ["task-failed"]
+    assert caught.value.exit_code == ExitCode.SUT_FAILED
+    assert caught.value.label == "FAILED (playbook apply)"
+    assert "task [Validate the container forward rules]: non-zero return code" in caught.value.message
+    assert "(exit status 2)" in caught.value.message
+    assert transient.retry_count() == 0
+
+
+def test_a_task_failed_on_the_apt_lock_says_so(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replay(monkeypatch, "task-failed-apt-lock")
+    with pytest.raises(ansible.ApplyFailed, match="held the apt/dpkg lock"):
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("parse-error-module", "exit status 4, a parse error): [ERROR]: couldn't resolve module/action"),
+        ("parse-error-yaml", "Origin: /work/main/playbooks/yaml.yml:8:8"),
+        ("bad-config-value", "exit status 5, a bad or incomplete option"),
+        ("unexpected-exception", "exit status 250, an unexpected exception in Ansible"),
+        ("usage-error", "unrecognized arguments: --tagz"),
+        ("missing-overlay", "Could not find or access '/var/lib/boma/runs/0badf00d/absent.yml'"),
+    ],
+)
+def test_ansible_unable_to_run_is_a_harness_error(
+    case: str,
+    says: str,
+    rendered: RenderedInventory,
+    step_files: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ran = replay(monkeypatch, case)
+    with pytest.raises(HarnessError) as caught:
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert not isinstance(caught.value, ansible.ApplyFailed)
+    assert caught.value.exit_code == ExitCode.HARNESS_BROKE
+    assert says in caught.value.message
+    assert ran == [case]
+
+
+def test_a_refused_key_is_not_retried(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran = replay(monkeypatch, "unreachable-permission-denied")
+    with pytest.raises(HarnessError, match=r"could not log in .*Permission denied \(publickey"):
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert ran == ["unreachable-permission-denied"]
+
+
+def test_only_this_run_s_output_is_judged(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An earlier step's UNREACHABLE in the same log must not make this parse error a transient.
+    step_files["logfile"].write_text((RECORDED / "unreachable-mid-play.log").read_text(encoding="utf-8"))
+    ran = replay(monkeypatch, "parse-error-module")
+    with pytest.raises(HarnessError, match="a parse error"):
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert ran == ["parse-error-module"]
+    assert transient.retry_count() == 0
+
+
+def test_a_step_that_applies_returns(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replay(monkeypatch, "ok")
+    ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
+    assert transient.retry_count() == 0

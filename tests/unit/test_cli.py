@@ -96,7 +96,9 @@ def test_console_without_runs(dirs: dict[str, Path], capsys: pytest.CaptureFixtu
     assert "no kept run" in bad_input(["console"], dirs, capsys)
 
 
-def test_a_good_request_does_reach_preflight(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_good_request_does_reach_preflight(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The guard above is live: a valid request gets past validation to preflight. And an
     exception nobody foresaw is a harness error (exit 3), never "the system under test"."""
     code = cli.main(["cycle", "--host", "askari", "--certs", "internal", "--accel", "tcg", "--uri", TEST_URI])
@@ -162,7 +164,8 @@ def test_list_shows_runs_their_state_and_stray_vms(
     assert cli.main(["list", "--uri", TEST_URI]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("aaaa0001  askari/internal  kept  step=verify")
-    assert out[1].split() == ["boma-it-askari-aaaa0001", "running", "ssh", "127.0.0.1:40022", "443→127.0.0.1:40443"]
+    assert out[1].split() == [
+        "boma-it-askari-aaaa0001", "running", "ssh", "127.0.0.1:40022", "443→127.0.0.1:40443"]
     assert out[2].startswith("boma-it-askari-cccc0003  running  no run state")
     assert cli.main(["list", "--json", "--uri", TEST_URI]) == 0
     listed = json.loads(capsys.readouterr().out)

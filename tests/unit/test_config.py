@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import config, paths
+from harness import config, inventory, paths, proc
 from harness.config import Need, PlaybookStep, PublishedPort
 from harness.errors import BadInput, ExitCode
+from harness.ssh import Endpoint
 
 GOOD_PROFILE = """\
 description: a test host
@@ -70,8 +74,45 @@ def test_askari_profile_loads_as_the_real_host_is_built() -> None:
     assert (profile.memory_mib, profile.vcpus) == (2048, 2)
 
 
+def test_ubongo_profile_loads_as_the_control_node_is_built() -> None:
+    profile = config.load_profile("ubongo")
+    assert profile.inventory_host == "ubongo"
+    assert profile.groups == ("control",)
+    assert profile.steps == (PlaybookStep("site.yml"), PlaybookStep("workstation.yml"))
+    assert profile.overrides == (paths.OVERRIDES_DIR / "ubongo.yml",)
+    assert profile.published_ports == ()
+    assert profile.cert_tiers == ("internal",)
+    assert profile.suite == paths.SUITES_DIR / "ubongo"
+    assert (profile.memory_mib, profile.vcpus) == (2048, 2)
+
+
+def real_groups(host: str) -> set[str]:
+    """The groups ``host`` is in, in the real inventory (nested groups included)."""
+    found: set[str] = set()
+
+    def walk(name: str, group: dict, parents: tuple[str, ...]) -> None:
+        if host in (group.get("hosts") or {}):
+            found.update((*parents, name))
+        for child, sub in (group.get("children") or {}).items():
+            walk(child, sub or {}, (*parents, name))
+
+    for file in sorted(paths.PRODUCTION_INVENTORY.glob("*.y*ml")):
+        for name, group in (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).items():
+            walk(name, group or {}, ())
+    return found - {"all"}
+
+
+@pytest.mark.parametrize("name", config.profile_names())
+def test_every_profile_mirrors_a_real_host_and_its_groups(name: str) -> None:
+    profile = config.load_profile(name)
+    assert profile.inventory_host in inventory.real_hosts(paths.PRODUCTION_INVENTORY)
+    assert set(profile.groups) == real_groups(profile.inventory_host), (
+        f"{name}: the VM must be in {profile.inventory_host}'s real groups, so the same group_vars apply")
+
+
 def test_profile_names_come_from_the_profiles_folder() -> None:
-    assert "askari" in config.profile_names()
+    assert {"askari", "ubongo"} <= set(config.profile_names())
+    assert config.profile_names() == sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yml"))
     assert config.tier_names() == ["acme-local", "internal", "le-prod-wildcard", "le-staging"]
 
 
@@ -264,3 +305,105 @@ def test_bad_tier_message_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as caught:
         config.load_tier("tier", directory=tmp_path)
     assert str(path) in caught.value.message
+
+
+# -- what a profile's steps apply ------------------------------------------------------------
+
+
+def test_the_roles_each_real_profile_applies() -> None:
+    assert config.roles_applied(config.load_profile("askari")) == {"base", "docker_host", "reverse_proxy"}
+    # github_runner is in workstation.yml behind `when: github_runner__enabled`, decided on the host.
+    assert config.roles_applied(config.load_profile("ubongo")) == {
+        "base", "integration_test", "github_runner"}
+    assert config.load_profile("askari").needs_caddy
+    assert not config.load_profile("ubongo").needs_caddy
+
+
+VM = "boma-it-check-0a1b2c3d"
+_PLAY_HOSTS = re.compile(r"hosts \(\d+\):\n(?P<hosts>(?:\s+\S+\n)*)")
+_TASK = re.compile(r"^\s+(?P<role>[\w.-]+) : (?P<task>.*?)\tTAGS", re.M)
+ARG_SPEC_TASK = "Validating arguments against arg spec"  # tagged always, does no work of the role
+
+
+def ansible_roles(profile: config.Profile, tmp_path: Path) -> set[str]:
+    """What Ansible itself lists for the profile's steps against its rendered inventory."""
+    endpoint = Endpoint(alias=VM, port=40022, user="ansible", key=tmp_path / "id_ed25519")
+    rendered = inventory.render(tmp_path / "inventory", vm=VM, groups=profile.groups,
+                                inventory_host=profile.inventory_host, endpoint=endpoint,
+                                real_inventory=paths.PRODUCTION_INVENTORY)
+    roles: set[str] = set()
+    for tags, steps in itertools.groupby(profile.steps, key=lambda step: step.tags):
+        listing = proc.run(
+            ["ansible-playbook", "-i", str(rendered.path / "hosts.yml"), "--list-hosts", "--list-tasks",
+             *(["--tags", ",".join(tags)] if tags else []),
+             *itertools.chain.from_iterable(("-e", f"@{file}") for file in profile.overrides),
+             *(str(paths.PLAYBOOKS_DIR / step.playbook) for step in steps)],
+            quiet=True,
+        ).stdout
+        for play in listing.split("  play #")[1:]:
+            hosts = _PLAY_HOSTS.search(play)
+            if hosts and VM in hosts["hosts"].split():
+                roles |= {m["role"] for m in _TASK.finditer(play) if not m["task"].startswith(ARG_SPEC_TASK)}
+    return roles
+
+
+@pytest.mark.parametrize("name", config.profile_names())
+def test_roles_applied_agrees_with_ansible(name: str, tmp_path: Path) -> None:
+    profile = config.load_profile(name)
+    assert config.roles_applied(profile) == ansible_roles(profile, tmp_path)
+
+
+def test_a_hosts_variable_set_in_an_override_decides_the_play(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.yml"
+    elsewhere.write_text("---\nworkstation__hosts: some_other_group\n", encoding="utf-8")
+    ubongo = config.load_profile("ubongo")
+    moved = dataclasses.replace(ubongo, overrides=(*ubongo.overrides, elsewhere))
+    assert config.roles_applied(moved) == {"base"}
+
+
+def test_overlay_variables_merge_in_order(tmp_path: Path) -> None:
+    first, second, empty = tmp_path / "a.yml", tmp_path / "b.yml", tmp_path / "c.yml"
+    first.write_text("x: 1\ny: 1\n", encoding="utf-8")
+    second.write_text("y: 2\n", encoding="utf-8")
+    empty.write_text("---\n", encoding="utf-8")
+    profile = dataclasses.replace(config.load_profile("ubongo"), overrides=(first, second, empty))
+    assert config.overlay_variables(profile) == {"x": 1, "y": 2}
+    assert config.overlay_variables(config.load_profile("ubongo"))["base__firewall_apply"] is True
+
+
+@pytest.mark.parametrize(("text", "says"), [("- a\n", "must be a mapping"), ("x: [\n", "malformed YAML")])
+def test_a_bad_override_is_bad_input(tmp_path: Path, text: str, says: str) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(text, encoding="utf-8")
+    profile = dataclasses.replace(config.load_profile("ubongo"), overrides=(bad,))
+    with pytest.raises(BadInput, match=says):
+        config.roles_applied(profile)
+
+
+# -- which tiers a host can take ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("host", "tier"), [(h, t) for h in config.profile_names()
+                                             for t in config.load_profile(h).cert_tiers])
+def test_every_real_profile_takes_its_tiers(host: str, tier: str) -> None:
+    config.check_tier_fits(config.load_profile(host), config.load_tier(tier))
+
+
+def test_a_pebble_tier_needs_the_reverse_proxy() -> None:
+    with pytest.raises(BadInput) as caught:
+        config.check_tier_fits(config.load_profile("ubongo"), config.load_tier("acme-local"))
+    message = caught.value.message
+    assert "runs Pebble for the reverse_proxy role, which host 'ubongo' does not apply" in message
+    assert caught.value.exit_code == 2
+
+
+def test_a_pebble_tier_needs_ports_80_and_443() -> None:
+    askari = config.load_profile("askari")
+    only_https = dataclasses.replace(askari, published_ports=askari.published_ports[:1])
+    with pytest.raises(BadInput, match="to publish guest ports 80 and 443"):
+        config.check_tier_fits(only_https, config.load_tier("acme-local"))
+
+
+@pytest.mark.parametrize("tier", ["internal", "le-staging"])
+def test_a_tier_without_pebble_fits_any_host(tier: str) -> None:
+    config.check_tier_fits(config.load_profile("ubongo"), config.load_tier(tier))

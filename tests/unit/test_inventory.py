@@ -3,13 +3,14 @@ is ever in scope, and the VM always resolves to loopback."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
-from harness import inventory, paths
+from harness import inventory, paths, proc
 from harness.errors import HarnessError
 from harness.inventory import LOOPBACK, RenderedInventory
 from harness.ssh import Endpoint
@@ -22,9 +23,9 @@ def endpoint(tmp_path: Path) -> Endpoint:
     return Endpoint(alias=VM, port=40022, user="ansible", key=tmp_path / "run" / "id_ed25519")
 
 
-def render(tmp_path: Path, real: Path, *, vm: str = VM, with_vault: bool = False) -> RenderedInventory:
+def render(tmp_path: Path, real: Path, *, vm: str = VM) -> RenderedInventory:
     return inventory.render(tmp_path / "inventory", vm=vm, groups=GROUPS, inventory_host="askari",
-                            endpoint=endpoint(tmp_path), real_inventory=real, with_vault=with_vault)
+                            endpoint=endpoint(tmp_path), real_inventory=real)
 
 
 def write(path: Path, text: str) -> Path:
@@ -158,20 +159,35 @@ def test_group_vars_files_and_folders_are_linked(tmp_path: Path, fake_real: Path
     assert (group_vars / "docker_hosts.yml").is_symlink()
 
 
-def test_vault_files_stay_out_unless_asked_for(tmp_path: Path, fake_real: Path) -> None:
-    vault = render(tmp_path / "plain", fake_real).path / "group_vars" / "all" / "vault.yml"
-    assert not vault.exists()
-    assert not vault.is_symlink()
-    vault = render(tmp_path / "secret", fake_real, with_vault=True).path / "group_vars" / "all" / "vault.yml"
-    assert vault.is_symlink()
-    assert vault.resolve() == (fake_real / "group_vars" / "all" / "vault.yml").resolve()
+def test_vault_files_are_never_linked_encrypted_or_not(tmp_path: Path, fake_real: Path) -> None:
+    write(fake_real / "group_vars" / "offsite_hosts" / "vault.yml", "vault_gandi_pat: plaintext-secret\n")
+    write(fake_real / "group_vars" / "docker_hosts" / "vault" / "tokens.yml", "token: plaintext-secret\n")
+    group_vars = render(tmp_path, fake_real).path / "group_vars"
+    for vault in (group_vars / "all" / "vault.yml", group_vars / "offsite_hosts" / "vault.yml",
+                  group_vars / "docker_hosts" / "vault" / "tokens.yml"):
+        assert not vault.exists() and not vault.is_symlink(), vault
+    assert (group_vars / "offsite_hosts" / "vars.yml").is_symlink()
 
 
 def test_vault_host_vars_are_never_copied(tmp_path: Path, fake_real: Path) -> None:
     write(fake_real / "host_vars" / "askari" / "vault.yml", "$ANSIBLE_VAULT;1.1;AES256\n6162\n")
-    rendered = render(tmp_path, fake_real, with_vault=True)
+    rendered = render(tmp_path, fake_real)
     text = (rendered.path / "host_vars" / f"{VM}.yml").read_text(encoding="utf-8")
     assert "ANSIBLE_VAULT" not in text
+
+
+@pytest.mark.parametrize(
+    "variable", ["ansible_ssh_extra_args", "ansible_sftp_extra_args", "ansible_scp_extra_args"])
+def test_extra_args_from_group_vars_are_forced_empty(tmp_path: Path, fake_real: Path, variable: str) -> None:
+    """A ProxyJump in production's group_vars must never reach a test run's ssh, sftp or scp."""
+    write(fake_real / "group_vars" / "offsite_hosts" / "transfer.yml", f"{variable}: -o ProxyJump=askari\n")
+    rendered = render(tmp_path, fake_real)
+    conn = yaml.safe_load(rendered.connection_vars.read_text(encoding="utf-8"))
+    assert conn[variable] == ""
+    inventory.assert_isolated(rendered, fake_real)  # neutralised: the VM's own value wins
+    listed = json.loads(proc.run(["ansible-inventory", "-i", str(rendered.path / "hosts.yml"), "--list"],
+                                 quiet=True).stdout)
+    assert listed["_meta"]["hostvars"][VM][variable] == ""
 
 
 def test_a_second_host_in_the_rendered_inventory_is_refused(tmp_path: Path) -> None:
@@ -197,10 +213,10 @@ def test_a_vm_that_resolves_elsewhere_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_inherited_connection_variable_is_refused(tmp_path: Path, fake_real: Path) -> None:
-    """group_vars are linked whole; one that reroutes SSH (a ProxyJump through a real host) must
-    stop the run, since the harness's own connection variables do not set it."""
+    """group_vars are linked whole; one that changes how SSH runs (and that the harness does not
+    set itself) must stop the run."""
     write(fake_real / "group_vars" / "offsite_hosts" / "ssh.yml",
-          "ansible_ssh_extra_args: -o ProxyJump=askari.example\n")
+          "ansible_ssh_executable: /usr/local/bin/ssh-via-askari\n")
     rendered = render(tmp_path, fake_real)
-    with pytest.raises(HarnessError, match=r"inherits connection variable.*ansible_ssh_extra_args"):
+    with pytest.raises(HarnessError, match=r"inherits connection variable.*ansible_ssh_executable"):
         inventory.assert_isolated(rendered, fake_real)

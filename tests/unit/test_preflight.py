@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
-import libvirt
 import pytest
 
-from harness import preflight, virt
-from harness.accel import Accel
+from harness import preflight
 from harness.errors import HarnessError
 
 TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots

@@ -33,7 +33,8 @@ TEST_URI = "test:///default"
 FAKE_TOOLS = {
     "qemu-img": 'for last; do :; done; : > "$last"\n',
     "genisoimage": 'while [ "$1" != -output ]; do shift; done; : > "$2"\n',
-    "ssh-keygen": 'while [ "$1" != -f ]; do shift; done; umask 077; echo key > "$2"; echo "ssh-ed25519 AAAA x" > "$2.pub"\n',
+    "ssh-keygen": ('while [ "$1" != -f ]; do shift; done; umask 077; echo key > "$2"; '
+                   'echo "ssh-ed25519 AAAA x" > "$2.pub"\n'),
 }
 
 
@@ -89,12 +90,11 @@ def test_keep_policy_by_outcome(world: Path, conn: libvirt.virConnect, monkeypat
                                 keep: Keep, failure: BaseException | None, kept: bool) -> None:
     monkeypatch.setattr(Machine, "collect_evidence", lambda self, reason, label="evidence": world)
     run = Run(spec(world, keep))
-    with pytest.raises(type(failure)) if failure else _nothing():
-        with run:
-            run.add_machine(request(world))
-            run.admitted()
-            if failure:
-                raise failure
+    with pytest.raises(type(failure)) if failure else _nothing(), run:
+        run.add_machine(request(world))
+        run.admitted()
+        if failure:
+            raise failure
     assert run.kept is kept
     assert (domains(conn) == ["boma-it-askari-" + run.run_id]) is kept
     assert run.state.dir.is_dir() is kept

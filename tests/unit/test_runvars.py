@@ -31,6 +31,25 @@ def test_an_internet_tier_keeps_the_production_image_and_pebble_vars_pass_throug
     assert read(path) == pebble_vars
 
 
+def test_no_archive_sets_no_image_variable(tmp_path: Path) -> None:
+    """A profile that runs no Caddy gets no Caddy image; Pebble's variables still pass through."""
+    assert read(runvars.write_harness_vars(tmp_path, config.load_tier("internal"), None, {})) == {}
+    pebble_vars = {"reverse_proxy__acme_ca": "https://10.0.2.2:40000/dir"}
+    path = runvars.write_harness_vars(tmp_path, config.load_tier("internal"), None, pebble_vars)
+    assert read(path) == pebble_vars
+
+
+@pytest.mark.parametrize(
+    ("host", "tier", "wanted"),
+    [("askari", "internal", True), ("askari", "acme-local", True), ("askari", "le-staging", False),
+     ("ubongo", "internal", False)],
+)
+def test_the_caddy_archive_is_wanted_only_where_caddy_runs_offline(
+    host: str, tier: str, wanted: bool
+) -> None:
+    assert runvars.wants_caddy_archive(config.load_profile(host), config.load_tier(tier)) is wanted
+
+
 def test_the_token_file_exists_only_for_a_tier_that_needs_it_and_is_private(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import proc, ssh
+from harness import proc, ssh, transient
 from harness.errors import HarnessError
 from harness.ssh import Endpoint
+from harness.transient import Kind
 
 
 def endpoint(tmp_path: Path) -> Endpoint:
@@ -88,3 +91,155 @@ def test_wait_for_boot_times_out_saying_what_it_saw(tmp_path: Path, monkeypatch:
         ssh.wait_for_boot(endpoint(tmp_path), timeout=0.05, not_boot_id="same-id")
     assert "SSH on 127.0.0.1:40022 with a new boot_id" in caught.value.message
     assert "boot_id is still same-id" in caught.value.message
+
+
+# -- ssh's own failures are not the remote command's status -------------------------------------
+
+DATA = Path(__file__).parent / "data" / "transients" / "ssh"
+
+
+def recorded(case: str) -> tuple[int, str, str]:
+    data = json.loads((DATA / f"{case}.json").read_text(encoding="utf-8"))
+    return int(data["exit"]), str(data["stdout"]), str(data["stderr"])
+
+
+@pytest.fixture(autouse=True)
+def no_retries_yet() -> Iterator[None]:
+    transient.reset_retries()
+    yield
+    transient.reset_retries()
+
+
+def replay(monkeypatch: pytest.MonkeyPatch, *cases: str) -> list[list[str]]:
+    """Make ``proc.run`` answer with the recorded ``cases`` in turn (the last one for good)."""
+    seen: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_kwargs: object) -> proc.Result:
+        status, out, err = recorded(cases[min(len(seen), len(cases) - 1)])
+        seen.append(argv)
+        return proc.Result(tuple(argv), status, out, err)
+
+    monkeypatch.setattr(ssh.proc, "run", fake_run)
+    monkeypatch.setattr(ssh, "SSH_RETRY_INTERVAL", 0.0)
+    return seen
+
+
+def test_the_harness_runs_ssh_at_info_so_that_ssh_says_why_it_failed(tmp_path: Path) -> None:
+    argv = ssh.command_argv(endpoint(tmp_path), ["true"])
+    levels = [
+        argv[i + 1] for i, arg in enumerate(argv) if arg == "-o" and argv[i + 1].startswith("LogLevel=")
+    ]
+    assert levels[0] == "LogLevel=INFO"  # ssh keeps the first value it is given
+    assert levels[1:] == ["LogLevel=ERROR"]  # the shared options, unchanged for Ansible and testinfra
+
+
+@pytest.mark.parametrize(
+    ("case", "kind"),
+    [
+        ("kex-read-reset-by-peer", Kind.UNREACHABLE),
+        ("connect-refused", Kind.UNREACHABLE),
+        ("banner-timeout", Kind.UNREACHABLE),
+        ("closed-by-remote-host", Kind.DROPPED),
+        ("keepalive-timeout", Kind.DROPPED),
+    ],
+)
+def test_run_raises_connection_failed_when_ssh_itself_failed(
+    case: str, kind: Kind, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replay(monkeypatch, case)
+    with pytest.raises(ssh.ConnectionFailed) as caught:
+        ssh.run(endpoint(tmp_path), ["cloud-init", "status", "--wait"], check=False)
+    assert caught.value.kind is kind
+    assert isinstance(caught.value, HarnessError)
+    _status, _out, stderr = recorded(case)
+    assert caught.value.tail.splitlines()[-1] in stderr
+    assert "Permanently added" not in caught.value.tail
+    assert "127.0.0.1:40022" in caught.value.message
+    assert "cloud-init status --wait" in caught.value.message
+
+
+def test_a_remote_status_stays_the_remote_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    replay(monkeypatch, "remote-exit-255-silent")
+    result = ssh.run(endpoint(tmp_path), ["sh", "-c", "exit 255"], check=False)
+    assert (result.returncode, result.stderr) == (255, "")  # the known-hosts warning is dropped
+    with pytest.raises(proc.CommandFailed) as caught:
+        ssh.run(endpoint(tmp_path), ["sh", "-c", "exit 255"])
+    assert not isinstance(caught.value, ssh.ConnectionFailed)
+
+
+def test_a_refused_key_is_a_harness_error_not_a_transient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = replay(monkeypatch, "permission-denied")
+    with pytest.raises(ssh.AccessRefused, match=r"Permission denied \(publickey"):
+        ssh.run_retrying(endpoint(tmp_path), ["true"], what="true", timeout=5)
+    assert len(seen) == 1
+    assert transient.retry_count() == 0
+
+
+def test_run_retrying_rides_out_sshd_restarting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = replay(monkeypatch, "kex-read-reset-by-peer", "closed-by-remote-host", "ok-boot-id")
+    result = ssh.run_retrying(endpoint(tmp_path), ssh.BOOT_ID_COMMAND, what="boot_id", timeout=5)
+    assert result.stdout.strip() == "6a7e7b17-ee8a-4bad-9f76-4e23ac0830a8"
+    assert len(seen) == 3
+    assert [r.kind for r in transient.recorded_retries()] == [Kind.UNREACHABLE, Kind.DROPPED]
+
+
+def test_run_retrying_waits_out_an_apt_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    replay(monkeypatch, "apt-lock", "dpkg-lock", "ok-boot-id")
+    ssh.run_retrying(endpoint(tmp_path), ["apt-get", "install", "-y", "nftables"], what="apt-get", timeout=5)
+    assert [r.kind for r in transient.recorded_retries()] == [Kind.LOCKED, Kind.LOCKED]
+
+
+def test_run_retrying_gives_up_at_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = replay(monkeypatch, "kex-read-reset-by-peer")
+    monkeypatch.setattr(ssh, "SSH_RETRIES", 3)
+    with pytest.raises(transient.TransientPersisted) as caught:
+        ssh.run_retrying(
+            endpoint(tmp_path), ["cloud-init", "status", "--wait"], what="cloud-init status", timeout=5
+        )
+    assert len(seen) == 4
+    assert caught.value.kind is Kind.UNREACHABLE
+    assert "cloud-init status: could not connect to the guest, 4 times in a row" in caught.value.message
+    assert "kex_exchange_identification: read: Connection reset by peer" in caught.value.message
+
+
+def test_run_retrying_never_retries_a_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = replay(monkeypatch, "remote-exit-1")
+    result = ssh.run_retrying(
+        endpoint(tmp_path), ["cat", "/etc/boma-absent"], what="cat", timeout=5, check=False
+    )
+    assert result.returncode == 1
+    with pytest.raises(proc.CommandFailed):
+        ssh.run_retrying(endpoint(tmp_path), ["cat", "/etc/boma-absent"], what="cat", timeout=5)
+    assert len(seen) == 2
+    assert transient.retry_count() == 0
+
+
+def test_a_reboot_request_whose_connection_drops_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = replay(monkeypatch, "closed-by-remote-host")
+    assert (
+        ssh.run_disconnecting(endpoint(tmp_path), ["sudo", "systemctl", "reboot"], what="reboot", timeout=5)
+        is None
+    )
+    assert len(seen) == 1  # never sent twice
+
+
+def test_a_reboot_request_that_never_connected_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = replay(monkeypatch, "kex-closed-before-banner", "ok-boot-id")
+    status = ssh.run_disconnecting(
+        endpoint(tmp_path), ["sudo", "systemctl", "reboot"], what="reboot", timeout=5
+    )
+    assert status == 0
+    assert len(seen) == 2
+    assert transient.retry_count() == 1
+
+
+def test_boot_id_retries_a_transient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    replay(monkeypatch, "reset-after-banner", "ok-boot-id")
+    assert ssh.boot_id(endpoint(tmp_path)) == "6a7e7b17-ee8a-4bad-9f76-4e23ac0830a8"
+    assert transient.retry_count() == 1

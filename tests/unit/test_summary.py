@@ -12,9 +12,18 @@ from pathlib import Path
 import pytest
 
 from harness import summary as summary_module
-from harness.summary import Summary
+from harness import transient
+from harness.summary import Summary, record_step
+from harness.transient import Kind, Transient
 
 STARTED = 1_750_000_000.0
+
+
+@pytest.fixture(autouse=True)
+def no_retries_yet() -> Iterator[None]:
+    transient.reset_retries()
+    yield
+    transient.reset_retries()
 
 
 def at(monkeypatch: pytest.MonkeyPatch, now: float) -> None:
@@ -109,3 +118,60 @@ def test_table_aligns_long_phase_names(monkeypatch: pytest.MonkeyPatch) -> None:
     run.finish("pass")
     ends = {re.search(r"\d+\.\ds", line).end() for line in run.table().splitlines()}  # type: ignore[union-attr]
     assert len(ends) == 1, run.table()  # every duration ends in the same column
+
+
+def retried(kind: Kind = Kind.UNREACHABLE) -> None:
+    """One transient met and retried, as ssh.run_retrying would."""
+    met: list[int] = []
+
+    def attempt() -> None:
+        if not met:
+            met.append(1)
+            raise Transient(kind, "kex_exchange_identification: read: Connection reset by peer")
+
+    transient.retrying(attempt, what="cloud-init status", retries=3, interval=0, attempt_timeout=1)
+
+
+def test_retries_are_counted_in_the_phase_that_made_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(summary_module.log, "step", _instant_step)
+    run = Summary(run_id="r", host="askari", tier="internal", started=STARTED)
+    with run.phase("boot", sut=True):
+        retried()
+        retried(Kind.DROPPED)
+    with run.phase("apply", sut=True):
+        pass
+    with pytest.raises(RuntimeError), run.phase("verify", sut=True):
+        retried()
+        raise RuntimeError("checks failed")
+    assert run.retries == {"boot": 2, "verify": 1}
+
+
+def test_table_shows_retries_only_where_there_were_some(monkeypatch: pytest.MonkeyPatch) -> None:
+    run = Summary(run_id="r", host="askari", tier="internal", started=STARTED)
+    run.phases = {"boot": 80.0, "apply": 20.0, "reboot": 40.0}
+    run.retries = {"boot": 2, "reboot": 1}
+    at(monkeypatch, STARTED + 150)
+    run.finish("pass")
+    lines = run.table().splitlines()
+    assert lines[0].endswith("80.0s  (2 retries)")
+    assert lines[1].endswith("20.0s")
+    assert lines[2].endswith("40.0s  (1 retry)")
+
+
+def test_retries_are_written_with_the_summary(tmp_path: Path) -> None:
+    run = Summary(run_id="r", host="askari", tier="internal", started=STARTED)
+    run.retries = {"boot": 1}
+    data = json.loads(run.write(tmp_path).read_text(encoding="utf-8"))
+    assert data["retries"] == {"boot": 1}
+    assert Summary(**data) == run
+    del data["retries"]  # a summary written before retries were counted still reads back
+    assert Summary(**data).retries == {}
+
+
+def test_a_single_step_records_its_retries(tmp_path: Path) -> None:
+    retried()
+    record_step(tmp_path, "reboot", 42.04, "pass")
+    [line] = (tmp_path / "steps.jsonl").read_text(encoding="utf-8").splitlines()
+    entry = json.loads(line)
+    assert (entry["step"], entry["seconds"], entry["outcome"]) == ("reboot", 42.0, "pass")
+    assert entry["retries"] == 1

@@ -1,6 +1,6 @@
 """askari's published ports, probed from the controller through the loopback forwards.
 
-An in-guest check is not enough (FACTS.md): docker-proxy answers 127.0.0.1:443 inside the
+An in-guest check is not enough (docs/platform.md): docker-proxy answers 127.0.0.1:443 inside the
 guest even while the forward chain drops everything arriving from outside.
 """
 
