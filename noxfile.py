@@ -66,6 +66,13 @@ def torture(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """On demand: N boots (--boots N) or N full cycles (--cycles N) back to back; flakes counted."""
+    session.install("-r", "requirements.txt")
+    session.run("python", "tests/soak/soak.py", *(session.posargs or ["--boots", "20"]), **HARNESS_SIGNALS)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on harness/, ansible-lint, yamllint, the tag check, actionlint."""
     session.install("-r", "requirements-dev.txt")

@@ -160,7 +160,7 @@ def cmd_image(_args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     options = _options(args, Keep.ALWAYS)
     summary = Summary(run_id=new_run_id(), host=args.host, tier=args.certs)
-    with signals.cancellable(options.deadline), cycle.booted(options, summary):
+    with signals.cancellable(options.deadline), cycle.recorded(summary), cycle.booted(options, summary):
         pass
     return ExitCode.OK
 
@@ -296,7 +296,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         return ExitCode.OK
     for r in runs:
         age = f"{int(r['age_s']) // 60}m"  # type: ignore[call-overload]
-        print(f"{r['run']}  {r['host']}/{r['tier']}  {r['state']}  step={r['step'] or '-'}  age={age}")
+        print(
+            f"{r['run']}  {r['host']}/{r['tier']}  {r['state']}  step={r['step'] or '-'}  "
+            f"outcome={r['outcome'] or '-'}  age={age}"
+        )
         for m in r["machines"]:  # type: ignore[attr-defined]
             ports = " ".join(f"{g}→{h}" for g, h in m["ports"].items())
             print(f"    {m['domain']}  {'running' if m['running'] else 'stopped'}  ssh {m['ssh']}  {ports}")
@@ -334,7 +337,7 @@ def _prune_runs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def _prune_leftovers(args: argparse.Namespace) -> list[str]:
     """Domains no run state knows (whose owner is gone), and half-built images."""
     failed: list[str] = []
-    known = {r.run_id for r in all_runs()}
+    known = {directory.name for directory in run_dirs()}  # somebody's run, readable or not
     with virt.connect(args.uri) as conn:
         for name, _active, meta in virt.list_runs(conn):
             if not args.force and (meta.get("run") in known or owner_alive(meta)):
@@ -391,7 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.exit_code)
     except KeyboardInterrupt as exc:
         how = f" by {exc.signame}" if isinstance(exc, signals.Interrupted) else ""
-        print(f"interrupted{how}: everything this run created was removed", file=sys.stderr)
+        what = {
+            "cycle": "everything this run created was removed",
+            "up": "everything this run created was removed",
+        }.get(args.command, "the kept run stays as it was (python -m harness list)")
+        print(f"interrupted{how}: {what}", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except Exception as exc:
         # A bug or an environment the harness did not foresee (a full disk, a permission

@@ -160,32 +160,14 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
         summary.kept = run.kept
 
 
-def run_cycle(options: CycleOptions) -> Summary:
-    """One full cycle. Returns the summary; raises on failure (after writing the summary and,
-    where a machine existed, the evidence bundle)."""
-    summary = Summary(run_id=new_run_id(), host=options.host, tier=options.certs)
-    out = paths.run_artifacts(options.host, options.certs, summary.run_id)
+@contextmanager
+def recorded(summary: Summary) -> Iterator[None]:
+    """Give the summary its verdict however the block ends, and write it (scrubbed) beside
+    the run's artifacts; a request refused as bad input created nothing and writes nothing."""
+    out = paths.run_artifacts(summary.host, summary.tier, summary.run_id)
     try:
-        with booted(options, summary) as (run, vm):
-            with summary.phase("apply", sut=True):
-                run.mark("apply")
-                vm.apply(options.extra_overrides)
-            if options.reboot:
-                # What the controller sees must hold before the reboot and after it: the
-                # incident was a port that answered until the host rebooted.
-                with summary.phase(verify.BEFORE_REBOOT.label, sut=True):
-                    run.mark(verify.BEFORE_REBOOT.label)
-                    result = vm.verify(verify.BEFORE_REBOOT.label, marker=verify.BEFORE_REBOOT.marker)
-                    if result.outcome is verify.Outcome.NOTHING_SELECTED:
-                        summary.notes.append(f"{verify.BEFORE_REBOOT.label}: {result.message}")
-                with summary.phase("reboot", sut=True):
-                    run.mark("reboot")
-                    vm.reboot()
-            with summary.phase("verify", sut=True):
-                run.mark("verify")
-                vm.verify(verify.FINAL.label)
+        yield
         summary.finish("pass")
-        return summary
     except BomaError as exc:
         summary.reason = scrub_text(exc.message.splitlines()[0])
         summary.finish(VERDICT_OF.get(exc.exit_code, "error"))
@@ -207,3 +189,28 @@ def run_cycle(options: CycleOptions) -> Summary:
             scrub_tree(out)
             log.info(f"summary ({summary.verdict}):\n{summary.table()}")
             log.info(f"summary file: {summary.write(out)}")
+
+
+def run_cycle(options: CycleOptions) -> Summary:
+    """One full cycle. Returns the summary; raises on failure (after writing the summary and,
+    where a machine existed, the evidence bundle)."""
+    summary = Summary(run_id=new_run_id(), host=options.host, tier=options.certs)
+    with recorded(summary), booted(options, summary) as (run, vm):
+        with summary.phase("apply", sut=True):
+            run.mark("apply")
+            vm.apply(options.extra_overrides)
+        if options.reboot:
+            # What the controller sees must hold before the reboot and after it: the
+            # incident was a port that answered until the host rebooted.
+            with summary.phase(verify.BEFORE_REBOOT.label, sut=True):
+                run.mark(verify.BEFORE_REBOOT.label)
+                result = vm.verify(verify.BEFORE_REBOOT.label, marker=verify.BEFORE_REBOOT.marker)
+                if result.outcome is verify.Outcome.NOTHING_SELECTED:
+                    summary.notes.append(f"{verify.BEFORE_REBOOT.label}: {result.message}")
+            with summary.phase("reboot", sut=True):
+                run.mark("reboot")
+                vm.reboot()
+        with summary.phase("verify", sut=True):
+            run.mark(verify.FINAL.label)
+            vm.verify(verify.FINAL.label)
+    return summary

@@ -31,11 +31,17 @@ def _note(fd: int) -> str:
 
 
 @contextlib.contextmanager
-def exclusive(path: Path, note: str) -> Iterator[None]:
-    """Hold ``path`` exclusively for the block, or raise :class:`LockBusy` at once."""
+def exclusive(path: Path, note: str, mode: int = 0o600) -> Iterator[None]:
+    """Hold ``path`` exclusively for the block, or raise :class:`LockBusy` at once.
+
+    ``mode``: who else may take the lock in turn (0660: everyone in the file's group, for the
+    machine's admission lock that every operator and the CI runner share).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_CLOEXEC (Python's default): no child of the harness inherits and outlives the lock.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, mode)
+    with contextlib.suppress(PermissionError):  # made by another user: its mode is theirs
+        os.fchmod(fd, mode)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,6 +60,8 @@ def holder(path: Path) -> str | None:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        return "another user (their run is private)"
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

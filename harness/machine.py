@@ -30,7 +30,7 @@ from harness import (
 from harness.errors import HarnessError, VerificationFailed
 from harness.poll import NotYet, wait_until
 from harness.state import MACHINE_VIEW, MachineState, RunState
-from harness.verify import SuiteResult, run_suite
+from harness.verify import EVERY_HOST_SUITE, SuiteResult, run_suite
 
 # Sized for TCG on a 2-core controller (boot to SSH measured at 80–120 s, a reboot 85–136 s);
 # a dead guest is caught by liveness within two minutes, so these bound only a slow live one.
@@ -182,24 +182,9 @@ class Machine:
         """Wait until SSH answers (with a new boot_id after a reboot); return the boot_id.
         A guest that cannot come up (see :mod:`harness.liveness`) ends the wait at once."""
         watch = liveness.Watch(self.console_log, self.domain_active)
-
-        def probe() -> str:
-            try:
-                result = ssh.run(self.endpoint, ssh.BOOT_ID_COMMAND, check=False, timeout=30, quiet=True)
-            except HarnessError as exc:  # not up yet: but is it still coming?
-                watch.check()
-                raise NotYet(exc.message) from exc
-            current = result.stdout.strip()
-            if result.returncode != 0 or not current:
-                watch.check()
-                raise NotYet(f"boot_id unreadable (exit {result.returncode})")
-            if current == not_boot_id:
-                watch.check()
-                raise NotYet(f"SSH answers but boot_id is still {current} (not rebooted yet)")
-            return current
-
-        what = f"SSH on 127.0.0.1:{self.state.ssh_port}" + (" with a new boot_id" if not_boot_id else "")
-        found = wait_until(probe, what=what, timeout=timeout, interval=PROBE_INTERVAL)
+        found = ssh.wait_for_boot(
+            self.endpoint, timeout=timeout, not_boot_id=not_boot_id, still_coming=watch.check
+        )
         log.info(f"longest console silence while waiting: {watch.longest_silence:.0f}s")
         return found
 
@@ -327,6 +312,7 @@ class Machine:
             self.artifacts / f"junit-{label}.xml",
             self.artifacts / f"{label}.log",
             marker=marker,
+            also=(EVERY_HOST_SUITE,),
         )
 
     def collect_evidence(self, reason: str, label: str = "evidence") -> Path:

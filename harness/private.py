@@ -13,6 +13,8 @@ import pwd
 import re
 from pathlib import Path
 
+from harness import proc
+
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 DEFAULT_QEMU_USER = "libvirt-qemu"
 PRIVATE_DIR = 0o700
@@ -46,20 +48,44 @@ def qemu_identity(conf: Path = QEMU_CONF) -> tuple[int, int] | None:
 
 
 def qemu_owner(uri: str) -> tuple[int, int] | None:
-    """Who the machine files handed to QEMU must belong to, if not to us."""
-    if uri.startswith("qemu:///system") and os.geteuid() == 0:
-        return qemu_identity()
+    """The QEMU user the machine files are handed to, if libvirt's QEMU is not us."""
+    if uri.startswith("qemu:///system"):
+        identity = qemu_identity()
+        if identity is not None and identity[0] != os.geteuid():
+            return identity
     return None
+
+
+def _grant(path: Path, qemu: tuple[int, int], permissions: str) -> None:
+    """Give the QEMU user ``permissions`` on ``path`` alone, through a POSIX ACL: a user who is
+    not root cannot hand a file to another user, and group or world bits would open it to all."""
+    proc.run(["setfacl", "-m", f"u:{qemu[0]}:{permissions}", str(path)], quiet=True)
 
 
 def make_private_dir(path: Path, qemu: tuple[int, int] | None) -> None:
     """Create ``path`` readable by its owner only; where libvirt's system QEMU runs as another
-    user, that user's group may traverse it (to open the files it was handed), not list it."""
-    mode = PRIVATE_DIR if qemu is None else QEMU_TRAVERSABLE_DIR
+    user, that user may traverse it (to open the files it was handed), not list it."""
+    as_root = os.geteuid() == 0
+    mode = QEMU_TRAVERSABLE_DIR if qemu is not None and as_root else PRIVATE_DIR
     path.mkdir(mode=mode)
-    if qemu is not None:
-        os.chown(path, -1, qemu[1])
     path.chmod(mode)
+    if qemu is None:
+        return
+    if as_root:
+        os.chown(path, -1, qemu[1])
+    else:
+        _grant(path, qemu, "x")
+
+
+def hand_to_qemu(path: Path, qemu: tuple[int, int] | None) -> None:
+    """Make ``path`` (mode 0600) readable and writable by the QEMU user and its owner only."""
+    path.chmod(PRIVATE_FILE)
+    if qemu is None:
+        return
+    if os.geteuid() == 0:
+        os.chown(path, *qemu)
+    else:
+        _grant(path, qemu, "rw")
 
 
 def private_file(path: Path) -> Path:

@@ -49,6 +49,7 @@ PACKAGE_OF: Mapping[str, str] = {
     "pebble-challtestsrv": "pebble",
     "openssl": "openssl",
     "mount": "mount",
+    "setfacl": "acl",
     "umount": "mount",
 }
 

@@ -8,7 +8,6 @@ seed and overlay by the QEMU user that libvirt hands them to, the rest by the ha
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from harness import config, inventory, log, paths, proc, seed, ssh, virt
@@ -16,7 +15,7 @@ from harness.accel import Accel
 from harness.image.golden import GoldenImage
 from harness.machine import Machine
 from harness.ports import free_loopback_ports
-from harness.private import PRIVATE_FILE, make_private_dir, private_file
+from harness.private import hand_to_qemu, make_private_dir, private_file
 from harness.state import MachineState, RunState, domain_name
 from harness.virt import DirectBoot
 
@@ -99,7 +98,6 @@ def _write_files(machine: Machine, request: MachineRequest, qemu: tuple[int, int
     seed.write_seed(
         iso, instance_id=f"boma-{machine.run.run_id}-{st.name}", hostname=st.domain, public_key=public_key
     )
-    iso.chmod(PRIVATE_FILE)
     overlay = directory / "overlay.qcow2"
     proc.run(
         [
@@ -116,10 +114,8 @@ def _write_files(machine: Machine, request: MachineRequest, qemu: tuple[int, int
         ],
         quiet=True,
     )
-    overlay.chmod(PRIVATE_FILE)
-    if qemu is not None:
-        for handed in (iso, overlay):
-            os.chown(handed, *qemu)
+    for handed in (iso, overlay):
+        hand_to_qemu(handed, qemu)
     private_file(machine.console_log)
     (directory / "ssh_config").write_text(machine.endpoint.config_text(), encoding="utf-8")
     inventory.render(

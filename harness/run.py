@@ -37,6 +37,7 @@ from harness.private import make_private_dir, qemu_owner
 from harness.state import STATE_FILE, RunState, Status, all_runs, new_run_id, run_dirs
 
 ADMISSION_LOCK = ".admission.lock"
+SHARED_LOCK = 0o660  # operators and the CI runner share one runs directory through its group
 ENV_MAX_VMS = "BOMA_MAX_VMS"
 # One VM per controller by default: under TCG two guests on a small controller starve each
 # other and turn every timeout into a lottery. A big KVM host may raise it.
@@ -66,6 +67,11 @@ class RunSpec:
     run_id: str = ""  # empty: a new id
 
 
+def _ours(directory: Path) -> bool:
+    """Whether this user may judge ``directory`` (root judges all; others their own runs)."""
+    return os.geteuid() == 0 or directory.stat().st_uid == os.geteuid()
+
+
 def reap_stale(uri: str) -> None:
     """Remove the runs whose owner is gone without keeping them (killed, crashed, a teardown
     cut short), and the half-made directories nobody holds; say which."""
@@ -78,11 +84,14 @@ def reap_stale(uri: str) -> None:
         )
         teardown.teardown(run)
     for directory in run_dirs():
-        if not (directory / STATE_FILE).exists() and lock.holder(directory / "run.lock") is None:
+        if not _ours(directory) or lock.holder(directory / "run.lock") is not None:
+            continue
+        if not (directory / STATE_FILE).exists():
             log.warn(f"removing {directory}: a run directory with no state and no owner")
             teardown.remove_files_of(directory)
     with virt.connect(uri) as conn:
-        known = {r.run_id for r in all_runs()}
+        # A run directory that exists is somebody's run, readable by us or not.
+        known = {directory.name for directory in run_dirs()}
         for name, _active, meta in virt.list_runs(conn):
             if meta.get("run") in known or owner_alive(meta):
                 continue
@@ -156,7 +165,7 @@ class Run:
         note = f"run {self.run_id} ({spec.label}/{spec.tier}, {me.describe()})"
         self._holds.enter_context(proc.tagged(self.run_id))
         try:
-            self._admission.enter_context(lock.exclusive(root / ADMISSION_LOCK, note))
+            self._admission.enter_context(lock.exclusive(root / ADMISSION_LOCK, note, SHARED_LOCK))
         except lock.LockBusy as busy:
             raise SlotTaken(
                 f"another run is being admitted: {busy.holder}",

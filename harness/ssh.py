@@ -7,7 +7,7 @@ The options here are the ones that survive a guest reboot through QEMU's user-mo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,47 +241,33 @@ def wait_for_boot(
     *,
     timeout: float,
     not_boot_id: str | None = None,
-    console: Path | None = None,
+    still_coming: Callable[[], None] | None = None,
 ) -> str:
     """Wait until SSH answers (and, after a reboot, with a new boot_id); return the boot_id.
 
-    With ``console``, a kernel panic on the serial console ends the wait at once instead of
-    at the timeout.
+    ``still_coming`` is asked whenever SSH does not answer yet; it raises to end the wait at
+    once when the guest cannot come up any more (see :mod:`harness.liveness`).
     """
 
+    def not_yet(seen: str) -> NotYet:
+        if still_coming is not None:
+            still_coming()
+        return NotYet(seen)
+
     def probe() -> str:
-        if console is not None and (fatal := console_fatal(console)):
-            raise HarnessError(
-                f"the guest kernel died during boot: {fatal}", hint=f"see the serial console: {console}"
-            )
         try:
             result = run(endpoint, BOOT_ID_COMMAND, check=False, timeout=BOOT_ID_TIMEOUT, quiet=True)
         except HarnessError as exc:  # ssh could not connect yet, or the ssh client timed out
-            raise NotYet(exc.message) from exc
+            raise not_yet(exc.message) from exc
         if result.returncode != 0:
-            raise NotYet(f"ssh exit {result.returncode}: {result.stderr.strip()[-200:] or 'no output'}")
+            raise not_yet(f"ssh exit {result.returncode}: {result.stderr.strip()[-200:] or 'no output'}")
         current = result.stdout.strip()
         if not_boot_id is not None and current == not_boot_id:
-            raise NotYet(f"SSH answers but boot_id is still {current} (not rebooted yet)")
+            raise not_yet(f"SSH answers but boot_id is still {current} (not rebooted yet)")
         return current
 
     what = f"SSH on 127.0.0.1:{endpoint.port}" + (" with a new boot_id" if not_boot_id else "")
     return wait_until(probe, what=what, timeout=timeout, interval=SSH_PROBE_INTERVAL)
-
-
-FATAL_CONSOLE_MARKERS = ("Kernel panic - not syncing", "end Kernel panic")
-
-
-def console_fatal(console: Path) -> str | None:
-    """The first fatal kernel line on the serial console, if any."""
-    try:
-        text = console.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if any(marker in line for marker in FATAL_CONSOLE_MARKERS):
-            return line.strip()[:200]
-    return None
 
 
 def close_master(endpoint: Endpoint) -> None:

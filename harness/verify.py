@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness import log, proc
+from harness import log, paths, proc
 from harness.config import Profile
 from harness.errors import BadInput, HarnessError, VerificationFailed
 from harness.inventory import RenderedInventory
 
 ENV_RUN_STATE = "BOMA_RUN_STATE"
+# Checks every profile gets, run beside its own suite (the reboot's proof inside the guest).
+EVERY_HOST_SUITE = paths.SUITES_DIR / "every_host"
 # pytest's exit statuses (pytest.ExitCode), read here without importing pytest.
 PYTEST_OK = 0
 PYTEST_TESTS_FAILED = 1
@@ -72,13 +74,18 @@ PHASES = (BEFORE_REBOOT, FINAL)
 
 
 def pytest_argv(
-    suite: Path, inventory: RenderedInventory, junit: Path, marker: str | None = None
+    suite: Path,
+    inventory: RenderedInventory,
+    junit: Path,
+    marker: str | None = None,
+    also: tuple[Path, ...] = (),
 ) -> list[str]:
     return [
         sys.executable,
         "-m",
         "pytest",
         str(suite),
+        *(str(extra) for extra in also),
         f"--hosts={inventory.testinfra_spec}",
         "--sudo",
         f"--junitxml={junit}",
@@ -100,6 +107,7 @@ def run_suite(
     logfile: Path,
     *,
     marker: str | None = None,
+    also: tuple[Path, ...] = (),
 ) -> SuiteResult:
     """Run the suite (or only the checks with ``marker``) against the VM.
 
@@ -108,7 +116,7 @@ def run_suite(
     (pytest could not run the suite, or the whole suite holds no check: nothing was judged).
     """
     status = proc.stream(
-        pytest_argv(suite, inventory, junit, marker),
+        pytest_argv(suite, inventory, junit, marker, also),
         logfile=logfile,
         env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"},
         timeout=SUITE_TIMEOUT,
