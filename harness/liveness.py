@@ -17,6 +17,10 @@ from harness.errors import HarnessError
 
 SILENCE_LIMIT = 100.0
 TAIL_BYTES = 4096
+CONSOLE_HINT = (
+    "read the serial console: console.log in the evidence bundle, "
+    "or `python -m harness console` for a kept VM"
+)
 FATAL_MARKERS = (
     "Kernel panic - not syncing",
     "end Kernel panic",
@@ -84,7 +88,7 @@ class Watch:
         if not self.domain_active():
             raise GuestDead(
                 "the guest's domain is no longer running (it powered off or crashed)",
-                hint=f"see the serial console: {self.console}",
+                hint=CONSOLE_HINT,
             )
         size, now = self._size(), self.clock()
         if size != self.last_size:
@@ -94,12 +98,12 @@ class Watch:
             if any(marker in line for marker in FATAL_MARKERS):
                 raise GuestDead(
                     f"the guest cannot boot: {line.strip()[:200]}",
-                    hint=f"see the serial console: {self.console}",
+                    hint=CONSOLE_HINT,
                 )
         silent = now - self.last_growth
         if silent >= self.silence_limit:
             raise GuestDead(
                 f"the serial console has been silent for {silent:.0f}s and SSH does not answer; "
                 f"its last line: {self.last_line()}",
-                hint=f"see the serial console: {self.console}",
+                hint=CONSOLE_HINT,
             )

@@ -4,8 +4,8 @@
     .venv/bin/python tests/soak/soak.py --cycles 10 [--host askari]   # cycle --no-keep
 
 Each iteration runs the harness's own commands and records each step's exit status, wall time
-and retried transients (from the run's summary.json or steps.jsonl; for up and down, which
-write neither, from their log lines). A failed iteration runs once more, unchanged, at once: a
+and retried transients (from the run's summary.json or steps.jsonl; for up and down, from
+their log lines). A failed iteration runs once more, unchanged, at once: a
 pass then is a flake. Every run this driver started is removed on failure and on Ctrl-C, with
 ``down --run ID`` (never ``prune``: it would remove other people's VMs too). The report goes
 to docs/bench/<date>-soak.json and .md, the step logs to artifacts/soak-<time>/. Hours of VM

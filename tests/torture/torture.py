@@ -112,8 +112,14 @@ class Harness:
         return int(out[0]) if out else None
 
 
-def run_ids_in(text: str) -> list[str]:
-    return sorted(set(re.findall(r"run ([0-9a-f]{8}):", text)))
+def verdict_line(text: str) -> str:
+    """The harness's own last word: its verdict line, as a person reads it."""
+    lines = [
+        line
+        for line in text.splitlines()
+        if re.match(r"(harness error|bad input|interrupted|FAILED|PASS)", line)
+    ]
+    return (lines or text.strip().splitlines() or ["(no output)"])[-1][:200]
 
 
 def audit(row: Row, since: float) -> None:
@@ -179,6 +185,7 @@ def ctrl_c(row: Row, host: str, entry_name: str, moment: str, work: Path) -> Non
     h.signal_group(signal.SIGINT)
     row.exit_status = h.wait_exit()
     row.seconds_cause_to_exit = round(time.monotonic() - cause, 1)
+    row.notes.append(verdict_line(h.text()))
     if "interrupted" not in h.text():
         row.notes.append("no 'interrupted' verdict in the log")
 
@@ -227,7 +234,7 @@ def two_at_once(row: Row, host: str, work: Path) -> None:
     time.sleep(0.1)
     second = Harness([PY, "-m", "harness", "up", "--host", host], work / f"{row.case}-2.log")
     row.exit_status = second.wait_exit(60)
-    row.notes.append("second: " + (second.text().strip().splitlines() or ["(no output)"])[-1][:200])
+    row.notes.append("second: " + verdict_line(second.text()))
     cause = time.monotonic()
     first.wait_for(r"▶ wait for SSH")
     first.signal_group(signal.SIGINT)
@@ -260,7 +267,20 @@ def never_boots(row: Row, host: str, work: Path) -> None:
     cause = time.monotonic()  # the cause is the boot itself: the guest is dead from here on
     row.exit_status = h.wait_exit(CAUSE_TIMEOUT)
     row.seconds_cause_to_exit = round(time.monotonic() - cause, 1)
-    row.notes.append((h.text().strip().splitlines() or [""])[-2][:200])
+    row.notes.append(verdict_line(h.text()))
+
+
+def _unreadable_by_others(row: Row) -> None:
+    """A live run's disks and secrets, read as an unprivileged user, must not open."""
+    for name in ("*/overlay.qcow2", "*/seed.iso", "*/id_ed25519", "state.json", "harness-vars.yml"):
+        for file in paths.runs_dir().glob(f"*/{name}"):
+            read = subprocess.run(
+                ["runuser", "-u", "nobody", "--", "cat", str(file)], capture_output=True, check=False
+            )
+            if read.returncode == 0:
+                row.secrets_found.append(f"{file} readable by nobody")
+            else:
+                row.notes.append(f"{file.name} unreadable by nobody")
 
 
 def failing_apply_with_sentinel(row: Row, host: str, work: Path) -> None:
@@ -272,9 +292,12 @@ def failing_apply_with_sentinel(row: Row, host: str, work: Path) -> None:
         {"GANDI_BEARER_TOKEN": SENTINEL},
     )
     h.wait_for(r"▶ apply")
+    _unreadable_by_others(row)
+    h.wait_for(r"fatal: \[")  # the cause: the task that fails
     cause = time.monotonic()
     row.exit_status = h.wait_exit(CAUSE_TIMEOUT)
     row.seconds_cause_to_exit = round(time.monotonic() - cause, 1)
+    row.notes.append(verdict_line(h.text()))
     if SENTINEL in h.text():
         row.secrets_found.append("the harness's own output")
 
@@ -312,11 +335,19 @@ CASES: dict[str, Callable[[Row, str, Path], None]] = {
 
 def write_report(rows: list[Row], out_dir: Path, day: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{day}-torture.json"
+    if json_path.is_file():  # cases run separately on one day make one table
+        ran = {r.case for r in rows}
+        earlier = [
+            Row(**{k: v for k, v in r.items() if k != "clean"})
+            for r in json.loads(json_path.read_text(encoding="utf-8"))["rows"]
+            if r["case"] not in ran
+        ]
+        rows = [*earlier, *rows]
     revision = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.strip()
     data = {"date": day, "revision": revision, "rows": [asdict(r) | {"clean": r.clean} for r in rows]}
-    json_path = out_dir / f"{day}-torture.json"
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# Torture suite, {day} (revision {revision})",
@@ -352,7 +383,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.case or list(CASES):
-        row = Row(case=name, entry=name.split("-")[1] if name.startswith("ctrl-c") else name)
+        row = Row(case=name, entry=name.split("-")[2] if name.startswith("ctrl-c") else "-")
         since = time.time()
         print(f"== {name}", flush=True)
         try:
