@@ -22,7 +22,7 @@ from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import ensure_golden
 from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import Machine
-from harness.run import Keep, attach, owner_alive
+from harness.run import Keep, attach, stray_domains
 from harness.secrets import scrub_text, scrub_tree
 from harness.state import RunState, Status, all_runs, find, new_run_id, run_dirs
 from harness.summary import Summary, record_step
@@ -337,11 +337,8 @@ def _prune_runs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def _prune_leftovers(args: argparse.Namespace) -> list[str]:
     """Domains no run state knows (whose owner is gone), and half-built images."""
     failed: list[str] = []
-    known = {directory.name for directory in run_dirs()}  # somebody's run, readable or not
     with virt.connect(args.uri) as conn:
-        for name, _active, meta in virt.list_runs(conn):
-            if not args.force and (meta.get("run") in known or owner_alive(meta)):
-                continue
+        for name in stray_domains(conn, force=args.force):
             if args.dry_run:
                 print(f"would remove domain {name}")
             elif virt.undefine(conn, name):

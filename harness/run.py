@@ -29,6 +29,8 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
+import libvirt
+
 from harness import config, lock, log, owner, paths, pebble, proc, provision, runvars, signals, teardown, virt
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.liveness import GuestDead
@@ -90,13 +92,21 @@ def reap_stale(uri: str) -> None:
             log.warn(f"removing {directory}: a run directory with no state and no owner")
             teardown.remove_files_of(directory)
     with virt.connect(uri) as conn:
-        # A run directory that exists is somebody's run, readable by us or not.
-        known = {directory.name for directory in run_dirs()}
-        for name, _active, meta in virt.list_runs(conn):
-            if meta.get("run") in known or owner_alive(meta):
-                continue
+        for name in stray_domains(conn):
             log.warn(f"removing domain {name}: no run state and its owner is gone")
             virt.undefine(conn, name)
+
+
+def stray_domains(conn: libvirt.virConnect, force: bool = False) -> list[str]:
+    """The test domains no run directory claims and whose recorded owner is gone (with
+    ``force``: every test domain). A run directory that exists is somebody's run, readable by
+    us or not."""
+    claimed = {directory.name for directory in run_dirs()}
+    return [
+        name
+        for name, _active, meta in virt.list_runs(conn)
+        if force or not (meta.get("run") in claimed or owner_alive(meta))
+    ]
 
 
 def owner_alive(meta: dict[str, str]) -> bool:
@@ -138,6 +148,7 @@ class Run:
         self._admission = ExitStack()  # released once every domain is defined
         self._resources = ExitStack()  # what teardown removes
         self._state: RunState | None = None
+        self.qemu: tuple[int, int] | None = None  # who its disks are handed to (see private)
 
     @property
     def state(self) -> RunState:
