@@ -103,11 +103,16 @@ def images(
     return golden, caddy, boot
 
 
+def check_boot_options(options: CycleOptions) -> None:
+    """Refuse, before anything is created, kernel arguments that no kernel would get: a
+    firmware boot (or a downloaded image, which boots through its firmware) runs GRUB's own."""
+    if options.kernel_append and (options.boot is BootMode.FIRMWARE or options.image_url):
+        raise BadInput("--kernel-append needs the direct kernel boot (--boot direct, no --image-url)")
+
+
 def direct_boot(golden: GoldenImage, boot: BootMode, append: str = "") -> DirectBoot | None:
     if boot is not BootMode.DIRECT or golden.kernel is None or golden.initrd is None:
-        if append:
-            raise BadInput("--kernel-append needs the direct kernel boot (--boot direct)")
-        return None
+        return None  # check_boot_options refused an append that would be lost here
     return DirectBoot(golden.kernel, golden.initrd, f"{golden.cmdline} {append}".strip())
 
 
@@ -119,6 +124,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
     summary learns whether the machine was kept.
     """
     profile, tier = resolve(options.host, options.certs, options.extra_overrides)
+    check_boot_options(options)
     spec = RunSpec(
         label=profile.name,
         tier=tier.name,

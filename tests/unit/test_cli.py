@@ -92,6 +92,14 @@ def test_bad_accelerator_from_the_environment(
     assert "unknown accelerator 'hvf'" in line
 
 
+def test_kernel_arguments_no_kernel_would_get(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = bad_input(["cycle", "--host", "askari", "--boot", "firmware", "--kernel-append", "quiet",
+                      "--uri", TEST_URI], dirs, capsys)
+    assert "--kernel-append needs the direct kernel boot" in line
+
+
 def test_console_without_runs(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     assert "no kept run" in bad_input(["console"], dirs, capsys)
 
