@@ -59,6 +59,14 @@ def e2e_revert_fix(session: nox.Session) -> None:
 
 
 @nox.session
+def e2e_mutations(session: nox.Session) -> None:
+    """On demand: three mutants (a task that always changes, a service never enabled, the fix
+    reverted), one cycle each; the idempotence check and the state diff must catch every one."""
+    session.install("-r", "requirements.txt")
+    session.run("python", "tests/e2e/mutations.py", *session.posargs, **HARNESS_SIGNALS)
+
+
+@nox.session
 def torture(session: nox.Session) -> None:
     """On demand: cancel, kill, race and starve real runs; count leaks into docs/bench/."""
     session.install("-r", "requirements.txt")

@@ -35,9 +35,6 @@ ANSIBLE_ENV = {
 # with the guest, so a retry opens a fresh one instead of reusing the dead master.
 ANSIBLE_RETRIES = 2
 ANSIBLE_RETRY_INTERVAL = 20.0
-# The longest one step may take; it only sizes the retry loop's window, so that the retry count,
-# not the clock, ends the retries (a cold apply under TCG takes 6 to 20 minutes).
-STEP_TIMEOUT = 2700.0
 # What a status means when it is not a verdict (2 then is argparse's usage error).
 EXIT_MEANING = {
     1: "an Ansible error",
@@ -66,10 +63,15 @@ class ApplyFailed(BomaError):
 STEP_TIMEOUT = 2700.0
 
 
-def playbook_argv(inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path]) -> list[str]:
+def playbook_argv(
+    inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path], *, diff: bool = False
+) -> list[str]:
     """The exact command for one step. ``--limit`` names the VM: belt and braces with the
-    isolated inventory; the connection file comes last so it wins over every overlay."""
+    isolated inventory; the connection file comes last so it wins over every overlay.
+    ``diff`` adds ``--diff``: a changed task then records what it changed."""
     argv = ["ansible-playbook", "-i", str(inventory.path / "hosts.yml"), "--limit", inventory.host]
+    if diff:
+        argv.append("--diff")
     for file in (*extra_vars, inventory.connection_vars):
         argv += ["-e", f"@{file}"]
     if step.tags:
@@ -90,30 +92,58 @@ def fact_cache_env(cache: Path) -> dict[str, str]:
 
 
 def timing_env(sink: Path) -> dict[str, str]:
-    """Record each task's wall time to ``sink`` (JSON lines) through the harness's callback."""
+    """Record each task's outcome and wall time to ``sink`` (JSON lines) through the
+    harness's callback (``harness/ansible_callbacks/boma_tasks.py``)."""
     return {
         "ANSIBLE_CALLBACK_PLUGINS": str(Path(__file__).parent / "ansible_callbacks"),
-        "ANSIBLE_CALLBACKS_ENABLED": "boma_timing",
+        "ANSIBLE_CALLBACKS_ENABLED": "boma_tasks",
         "BOMA_TASK_TIMES": str(sink),
     }
 
 
 @dataclass(frozen=True)
-class TaskTime:
+class TaskRecord:
+    """One task as the callback saw it run against the VM."""
+
     play: str
+    role: str
     task: str
     seconds: float
+    status: str  # ok | changed | skipped | failed | unreachable
+    handler: bool = False
+    diff: str = ""
+
+    @property
+    def where(self) -> str:
+        """The task's place, for a reader: play, role and task name."""
+        role = f" / role {self.role}" if self.role else ""
+        return f"play {self.play!r}{role} / task {self.task!r}"
 
 
-def task_times(sink: Path) -> list[TaskTime]:
-    """The tasks recorded in ``sink``, slowest first; none if nothing was recorded."""
+def task_records(sink: Path) -> list[TaskRecord]:
+    """The tasks recorded in ``sink``, in the order they ran; none if nothing was recorded."""
     if not sink.exists():
         return []
-    times = []
+    records = []
     for line in sink.read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
-        times.append(TaskTime(entry["play"], entry["task"], float(entry["seconds"])))
-    return sorted(times, key=lambda t: t.seconds, reverse=True)
+        records.append(
+            TaskRecord(
+                play=entry["play"],
+                role=entry.get("role", ""),
+                task=entry["task"],
+                seconds=float(entry["seconds"]),
+                status=entry.get("status", "ok"),
+                handler=bool(entry.get("handler", False)),
+                diff=entry.get("diff", ""),
+            )
+        )
+    return records
+
+
+def task_times(sink: Path) -> list[TaskRecord]:
+    """The tasks recorded in ``sink``, slowest first."""
+    return sorted(task_records(sink), key=lambda t: t.seconds, reverse=True)
 
 
 def run_step(
@@ -124,11 +154,12 @@ def run_step(
     logfile: Path,
     fact_cache: Path,
     task_sink: Path,
+    diff: bool = False,
 ) -> int:
-    """Run one step, output teed to ``logfile`` and task times appended to ``task_sink``;
+    """Run one step, output teed to ``logfile`` and task records appended to ``task_sink``;
     returns ansible-playbook's exit status."""
     return proc.stream(
-        playbook_argv(inventory, step, extra_vars),
+        playbook_argv(inventory, step, extra_vars, diff=diff),
         logfile=logfile,
         env={**ANSIBLE_ENV, **fact_cache_env(fact_cache), **timing_env(task_sink)},
         cwd=paths.REPO,
@@ -144,6 +175,7 @@ def run_step_checked(
     logfile: Path,
     fact_cache: Path,
     task_sink: Path,
+    diff: bool = False,
 ) -> None:
     """Run one step and judge it: return if it applied, raise :class:`ApplyFailed` if a task
     failed, retry it (at most :data:`ANSIBLE_RETRIES` times, logged and counted) if the host was
@@ -157,7 +189,13 @@ def run_step_checked(
     def attempt() -> None:
         offset = logfile.stat().st_size if logfile.exists() else 0
         status = run_step(
-            inventory, step, extra_vars, logfile=logfile, fact_cache=fact_cache, task_sink=task_sink
+            inventory,
+            step,
+            extra_vars,
+            logfile=logfile,
+            fact_cache=fact_cache,
+            task_sink=task_sink,
+            diff=diff,
         )
         output = appended(logfile, offset)
         kind = transient.classify_playbook(status, output)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import cycle, lock, log, paths, preflight, proc, signals, teardown, virt
+from harness import cycle, idempotence, lock, log, paths, preflight, proc, signals, teardown, virt
 from harness.cycle import BootMode
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
@@ -90,11 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--keep", action="store_true", help="keep the VM even on success")
     keep.add_argument("--no-keep", action="store_true", help="destroy the VM even on failure")
     p.add_argument("--no-reboot", action="store_true", help="skip the reboot (faster, less faithful)")
+    p.add_argument(
+        "--no-idempotence",
+        action="store_true",
+        help="skip applying the steps again after the reboot (the inner loop; the summary says so)",
+    )
     sub.add_parser("image", help="build (or find cached) the golden image and the Caddy tarball")
     _vm_args(sub.add_parser("up", help="boot a VM and keep it (for the apply/verify inner loop)"))
     p = sub.add_parser("apply", help="apply the profile's playbooks to a kept VM")
     _run_arg(p)
     _override_arg(p)
+    p.add_argument(
+        "--idempotence",
+        action="store_true",
+        help="apply with --diff and fail (exit 1) if a task changes that the profile does not allow",
+    )
     for name, text in (
         ("reboot", "reboot a kept VM, proving it by a changed boot_id"),
         ("verify", "run the verify suite against a kept VM"),
@@ -138,6 +148,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         image_url=image_url,
         image_sums_url=image_sums_url,
         kernel_append=args.kernel_append,
+        idempotence=not getattr(args, "no_idempotence", False),
     )
 
 
@@ -192,7 +203,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     for file in args.override:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
-    return _timed_step(vm, "apply", lambda: vm.apply(tuple(args.override)))
+    overrides = tuple(args.override)
+    if args.idempotence:
+
+        def again() -> None:
+            idempotence.check(vm.apply_again(overrides), vm.idempotence_report)
+
+        return _timed_step(vm, "idempotence", again)
+    return _timed_step(vm, "apply", lambda: vm.apply(overrides))
 
 
 def cmd_reboot(args: argparse.Namespace) -> int:

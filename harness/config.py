@@ -30,6 +30,8 @@ PROFILE_KEYS = frozenset(
         "suite",
         "memory_mib",
         "vcpus",
+        "idempotence_allow",
+        "reboot_diff_allow",
     }
 )
 TIER_META_KEY = "boma_tier"
@@ -63,6 +65,16 @@ class PublishedPort:
 
 
 @dataclass(frozen=True)
+class Allowance:
+    """A difference the profile expects, and why: a task that changes on every run (matched
+    on ``play``/``role``/``task`` by :func:`fnmatch.fnmatchcase`), or a state path that the
+    reboot is expected to change (see :mod:`harness.statediff`)."""
+
+    pattern: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     path: Path
@@ -76,6 +88,10 @@ class Profile:
     suite: Path
     memory_mib: int
     vcpus: int
+    # Tasks allowed to report "changed" when the steps are applied again after the reboot.
+    idempotence_allow: tuple[Allowance, ...] = ()
+    # State paths allowed to differ across the reboot.
+    reboot_diff_allow: tuple[Allowance, ...] = ()
 
     @property
     def needs_caddy(self) -> bool:
@@ -203,7 +219,30 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
         suite=suite,
         memory_mib=memory,
         vcpus=vcpus,
+        idempotence_allow=_allowances(path, data, "idempotence_allow", "task"),
+        reboot_diff_allow=_allowances(path, data, "reboot_diff_allow", "path"),
     )
+
+
+def _allowances(path: Path, data: dict[str, Any], key: str, field: str) -> tuple[Allowance, ...]:
+    """``key``: a list of ``{<field>: pattern, reason: why}``; an allowance without its reason
+    is refused, so that every exception says why it is one."""
+    raw: Any = data.get(key, [])
+    _need(path, isinstance(raw, list), f"'{key}' must be a list of {{{field}, reason}}")
+    found = []
+    for at, entry in enumerate(raw):
+        _need(
+            path,
+            isinstance(entry, dict)
+            and set(entry) == {field, "reason"}
+            and isinstance(entry[field], str)
+            and bool(entry[field].strip())
+            and isinstance(entry["reason"], str)
+            and bool(entry["reason"].strip()),
+            f"{key}[{at}] must be {{{field}: <pattern>, reason: <why>}}, both non-empty",
+        )
+        found.append(Allowance(entry[field].strip(), " ".join(entry["reason"].split())))
+    return tuple(found)
 
 
 def overlay_variables(profile: Profile) -> dict[str, Any]:

@@ -14,7 +14,20 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness import accel, config, log, matrix, paths, preflight, runvars, verify, virt
+from harness import (
+    accel,
+    config,
+    hoststate,
+    idempotence,
+    log,
+    matrix,
+    paths,
+    preflight,
+    runvars,
+    statediff,
+    verify,
+    virt,
+)
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.download import download_verified
@@ -57,6 +70,8 @@ class CycleOptions:
     # Extra kernel arguments (direct boot only): debugging, and the torture suite's guest that
     # never boots (``systemd.unit=emergency.target``).
     kernel_append: str = ""
+    # Apply the steps again after the reboot: every task must report ok or skipped.
+    idempotence: bool = True
 
 
 def resolve(
@@ -205,6 +220,7 @@ def run_cycle(options: CycleOptions) -> Summary:
         with summary.phase("apply", sut=True):
             run.mark("apply")
             vm.apply(options.extra_overrides)
+        before: statediff.State | None = None
         if options.reboot:
             # What the controller sees must hold before the reboot and after it: the
             # incident was a port that answered until the host rebooted.
@@ -213,10 +229,46 @@ def run_cycle(options: CycleOptions) -> Summary:
                 result = vm.verify(verify.BEFORE_REBOOT.label, marker=verify.BEFORE_REBOOT.marker)
                 if result.outcome is verify.Outcome.NOTHING_SELECTED:
                     summary.notes.append(f"{verify.BEFORE_REBOOT.label}: {result.message}")
+            with summary.phase("state-before-reboot", sut=True):
+                run.mark("state-before-reboot")
+                before = vm.capture_state("before-reboot").state
             with summary.phase("reboot", sut=True):
                 run.mark("reboot")
                 vm.reboot()
         with summary.phase("verify", sut=True):
             run.mark(verify.FINAL.label)
             vm.verify(verify.FINAL.label)
+        if before is not None:
+            with summary.phase("state-diff", sut=True):
+                run.mark("state-diff")
+                state_diff(vm, before, summary)
+        if options.idempotence:
+            with summary.phase("idempotence", sut=True):
+                run.mark("idempotence")
+                idempotent(vm, options, summary)
+        else:
+            summary.notes.append("idempotence: skipped (--no-idempotence)")
     return summary
+
+
+def state_diff(vm: Machine, before: statediff.State, summary: Summary) -> None:
+    """Take the state after the reboot and compare it with ``before``; unexpected differences
+    fail the cycle (:class:`harness.hoststate.StateChanged`)."""
+    after = vm.capture_state("after-reboot", expect=before).state
+    directory = vm.artifacts / "state"
+    differences = hoststate.record(before, after, vm.profile.reboot_diff_allow, directory)
+    unexpected = statediff.unexpected(differences)
+    summary.state_diff = {
+        "entries": len(after),
+        "unexpected": [d.line() for d in unexpected],
+        "expected": len(differences) - len(unexpected),
+    }
+    hoststate.check(differences, directory)
+
+
+def idempotent(vm: Machine, options: CycleOptions, summary: Summary) -> None:
+    """Apply the steps again; a task that changes fails the cycle
+    (:class:`harness.idempotence.NotIdempotent`), unless the profile allows it with a reason."""
+    verdict = vm.apply_again(options.extra_overrides)
+    summary.idempotence = verdict.as_dict()
+    idempotence.check(verdict, vm.idempotence_report)

@@ -18,6 +18,8 @@ from harness import (
     ansible,
     config,
     evidence,
+    hoststate,
+    idempotence,
     inventory,
     liveness,
     log,
@@ -25,6 +27,7 @@ from harness import (
     runvars,
     seed,
     ssh,
+    statediff,
     virt,
 )
 from harness.errors import HarnessError, VerificationFailed
@@ -48,6 +51,8 @@ PORT_TIMEOUT = 120.0
 PROBE_INTERVAL = 3.0
 EVIDENCE_REACH_TIMEOUT = 30.0
 SLOWEST_TASKS_SHOWN = 5
+IDEMPOTENCE_RECORD = "ansible-tasks-idempotence.jsonl"
+IDEMPOTENCE_REPORT = "idempotence.txt"
 
 
 class Machine:
@@ -274,14 +279,23 @@ class Machine:
         """This run's overlays, in precedence order (see :mod:`harness.runvars`)."""
         return runvars.overlays(self.run.dir, self.profile, self.tier, extra_overrides)
 
-    def apply(self, extra_overrides: tuple[Path, ...] = ()) -> None:
+    def apply(
+        self,
+        extra_overrides: tuple[Path, ...] = (),
+        *,
+        diff: bool = False,
+        record: str = "ansible-tasks.jsonl",
+    ) -> list[ansible.TaskRecord]:
+        """Apply the profile's steps; return every task's record (its status among them).
+        ``diff`` runs Ansible with ``--diff``; ``record`` names the file in the artifacts
+        that keeps this apply's task records."""
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
         self.run.overrides = [str(p) for p in extra_overrides]
         self._save()
         logfile = self.artifacts / "ansible.log"
         fact_cache = self.dir / "facts"
         shutil.rmtree(fact_cache, ignore_errors=True)
-        task_sink = self.artifacts / "ansible-tasks.jsonl"
+        task_sink = self.artifacts / record
         task_sink.unlink(missing_ok=True)  # this apply's tasks only
         try:
             for step in self.profile.steps:
@@ -295,11 +309,42 @@ class Machine:
                         logfile=logfile,
                         fact_cache=fact_cache,
                         task_sink=task_sink,
+                        diff=diff,
                     )
         finally:
             slowest = ansible.task_times(task_sink)[:SLOWEST_TASKS_SHOWN]
             if slowest:
                 log.info("slowest tasks: " + "; ".join(f"{t.task} {t.seconds:.1f}s" for t in slowest))
+        return ansible.task_records(task_sink)
+
+    def apply_again(self, extra_overrides: tuple[Path, ...] = ()) -> idempotence.Verdict:
+        """Apply the steps once more, with ``--diff``, and judge what changed; the report
+        (each changed task with its diff) goes to ``artifacts/idempotence.txt``. The caller
+        decides (:func:`harness.idempotence.check`)."""
+        records = self.apply(extra_overrides, diff=True, record=IDEMPOTENCE_RECORD)
+        verdict = idempotence.judge(records, self.profile.idempotence_allow)
+        self.idempotence_report.write_text(idempotence.report(verdict), encoding="utf-8")
+        log.info(
+            f"idempotence: {verdict.tasks} tasks, {len(verdict.changed)} changed, "
+            f"{len(verdict.allowed)} changed as the profile allows"
+        )
+        return verdict
+
+    @property
+    def idempotence_report(self) -> Path:
+        return self.artifacts / IDEMPOTENCE_REPORT
+
+    def capture_state(self, label: str, expect: statediff.State | None = None) -> hoststate.Capture:
+        """The state the reboot diff compares, written to ``artifacts/state/<label>.json``;
+        with ``expect``, published ports that answered then get time to answer again."""
+        return hoststate.capture(
+            self.endpoint,
+            ports=self.profile.published_ports,
+            host_ports=self.state.ports,
+            directory=self.artifacts / "state",
+            label=label,
+            expect=expect,
+        )
 
     def verify(self, label: str = "verify", marker: str | None = None) -> SuiteResult:
         """Run the profile's suite (or only the checks with ``marker``)."""

@@ -29,6 +29,10 @@ class Summary:
     # What a reader should know that no duration shows: a phase with nothing to check, a
     # lever that changes what was tested.
     notes: list[str] = field(default_factory=list)
+    # The checks every cycle gets: what the steps changed when applied again after the reboot
+    # (harness.idempotence), and what the reboot changed in the host's state (harness.statediff).
+    idempotence: dict[str, object] | None = None
+    state_diff: dict[str, object] | None = None
     sut_phases: list[str] = field(default_factory=list)  # the rest of the total is overhead
     started: float = field(default_factory=time.time)
     total_s: float = 0.0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import log, paths, signals
+from harness import hoststate, log, paths, signals, statediff
 from harness.cycle import CycleOptions, booted
 from harness.errors import VerificationFailed
 from harness.evidence import forward_chain_is_pure_drop
@@ -39,6 +39,7 @@ INCIDENT_CHECKS = {
     "test_served_certificate_comes_from_the_tier_issuer",
     "test_forward_chain_permits_container_traffic",
 }
+HTTPS_STATE = "ports/https (443)"
 
 
 def failed_checks(junit: Path) -> dict[str, str]:
@@ -60,6 +61,9 @@ def test_incident_red_then_green() -> None:
         with signals.cancellable(DEADLINE), booted(options, summary) as (_run, vm):
             with summary.phase("RED: apply without the container-forward drop-in", sut=True):
                 vm.apply((RED_OVERLAY,))
+            with summary.phase("RED: state before the reboot", sut=True):
+                red_before = vm.capture_state("red-before-reboot").state
+            assert red_before[HTTPS_STATE].startswith("answers"), "RED's port must answer until the reboot"
             with summary.phase("RED: reboot", sut=True):
                 vm.reboot()
             with (
@@ -77,13 +81,30 @@ def test_incident_red_then_green() -> None:
             ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
             assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
             assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
+            # The generic check sees the incident without askari's own tests: the port that
+            # answered before the reboot is silent after it (verify already waited for it).
+            with summary.phase("RED: state diff (must name the port)", sut=True):
+                red_after = vm.capture_state("red-after-reboot").state
+                red_diff = hoststate.record(red_before, red_after, vm.profile.reboot_diff_allow,
+                                            vm.artifacts / "state-red")
+            unexpected = {d.path: d for d in statediff.unexpected(red_diff)}
+            assert HTTPS_STATE in unexpected, f"RED's diff missed the port: {statediff.render(red_diff)}"
+            assert unexpected[HTTPS_STATE].after == hoststate.SILENT, unexpected[HTTPS_STATE]
 
             with summary.phase("GREEN: apply the repository as it is", sut=True):
                 vm.apply()
+            with summary.phase("GREEN: state before the reboot", sut=True):
+                green_before = vm.capture_state("green-before-reboot").state
             with summary.phase("GREEN: reboot", sut=True):
                 vm.reboot()
             with summary.phase("GREEN: verify (must pass)", sut=True):
                 vm.verify(label="verify-green")
+            # No false alarm: GREEN's reboot changes nothing the state diff would fail on.
+            with summary.phase("GREEN: state diff (must be clean)", sut=True):
+                green_after = vm.capture_state("green-after-reboot", expect=green_before).state
+                green_diff = hoststate.record(green_before, green_after, vm.profile.reboot_diff_allow,
+                                              vm.artifacts / "state")
+                hoststate.check(green_diff, vm.artifacts / "state")
         summary.finish("pass")
     except BaseException:
         summary.finish("fail")
