@@ -8,17 +8,45 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nox
 
+if TYPE_CHECKING:
+    from harness.matrix import Broken, Cell
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nox does not put the repo on sys.path
-from harness.matrix import cells  # stdlib-only: listing needs nothing installed
 
 nox.options.sessions = ["lint", "unit"]
 nox.options.reuse_venv = "yes"  # libvirt-python compiles on install; reuse it between runs
 nox.options.error_on_missing_interpreters = True
 
-MATRIX = cells()
+
+def _survey() -> tuple[list[Cell], list[Broken]]:
+    """The valid cells, and the files that keep cells out, validated by harness/config.py.
+
+    Never raises: lint and unit must stay listed whatever a profile or tier file says. Each
+    broken file is printed on stderr with its first error, and is a `broken(file=...)`
+    session whose run prints every error and fails."""
+    try:
+        from harness.matrix import survey  # noqa: PLC0415  (pydantic, PyYAML: the venv's nox)
+    except ImportError as exc:
+        print(
+            f"boma: no integration sessions: {exc}; use the venv's nox (make venv; .venv/bin/nox)",
+            file=sys.stderr,
+        )
+        return [], []
+    try:
+        found = survey()
+    except Exception as exc:  # a bug in the survey: say so, and keep lint and unit listed
+        print(f"boma: no integration sessions: the matrix could not be read: {exc!r}", file=sys.stderr)
+        return [], []
+    for broken in found.broken:
+        print(f"boma: {broken.warning()}", file=sys.stderr)
+    return found.cells, found.broken
+
+
+MATRIX, BROKEN = _survey()
 # On Ctrl-C nox by default sends SIGTERM 0.3 s after the interrupt and SIGKILL 0.2 s later,
 # which cuts the harness's teardown short and leaks the VM. The harness handles the signal
 # itself and its teardown is bounded; nox only steps in if that bound is broken.
@@ -49,6 +77,16 @@ def integration(session: nox.Session, host: str, certs: str) -> None:
         *session.posargs,
         **HARNESS_SIGNALS,
     )
+
+
+if BROKEN:
+
+    @nox.session(venv_backend="none")
+    @nox.parametrize("file", [nox.param(b.file, id=None) for b in BROKEN])
+    def broken(session: nox.Session, file: str) -> None:
+        """A profile or tier file with errors, so cells are missing: run it to see every error."""
+        problem = next(b for b in BROKEN if b.file == file)
+        session.error("\n".join((f"{file} {problem.left_out}:", *problem.problems)))
 
 
 @nox.session

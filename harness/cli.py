@@ -79,8 +79,10 @@ def _run_arg(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # `boma` once installed (pip install -e .), `python -m harness` from the repository.
+    prog = "boma" if Path(sys.argv[0]).name == "boma" else "python -m harness"
     parser = argparse.ArgumentParser(
-        prog="python -m harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cycle", help="boot, apply, reboot, verify, tear down")

@@ -1,47 +1,48 @@
 """Host profiles (``profiles/<host>.yml``) and cert tiers (``certs/<tier>.yml``), validated.
 
+One schema for both, used by the harness, by the nox matrix (:mod:`harness.matrix`) and by the
+unit tests: pydantic models for the shape, whose validators also check what each value names
+(playbooks, overrides, suites, tiers, and groups and hosts of ``inventories/production``),
+then the rules between the keys of a tier. pydantic rather than jsonschema because its
+validators run Python against the repository in the same pass as the shape, and every error
+comes back at once with its location, which is what a message needs to name the key.
+
 Everything here is pure: it reads YAML and returns frozen dataclasses, or raises
-:class:`BadInput` naming the file and the problem. Nothing is created on a bad input.
+:class:`BadInput` (:class:`InvalidFile` for a file that does not validate) naming the file,
+and every problem in it with its key path, one per line:
+``profiles/x.yml: published_ports[1].guest: must be 1..65535``. Nothing is created on a bad
+input.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
+import typing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from harness import paths, plays
 from harness.errors import BadInput
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-PROFILE_KEYS = frozenset(
-    {
-        "description",
-        "inventory_host",
-        "groups",
-        "steps",
-        "overrides",
-        "published_ports",
-        "cert_tiers",
-        "suite",
-        "memory_mib",
-        "vcpus",
-        "idempotence_allow",
-        "reboot_diff_allow",
-    }
-)
 TIER_META_KEY = "boma_tier"
-TIER_META_KEYS = frozenset({"description", "needs", "on_demand", "issuer_contains", "pebble"})
 TIER_VAR_PREFIX = "reverse_proxy__"
 # The role that runs Caddy: a run builds the Caddy image, and a tier may run Pebble as its ACME
 # CA, only for a profile whose steps apply it.
 CADDY_ROLE = "reverse_proxy"
 # Pebble validates HTTP-01 and TLS-ALPN-01 through the loopback forwards of these guest ports.
 PEBBLE_GUEST_PORTS = frozenset({80, 443})
+# Groups every inventory has: a profile names the groups its host is put in, never these.
+IMPLICIT_GROUPS = frozenset({"all", "ungrouped"})
 
 
 class Need(StrEnum):
@@ -112,15 +113,107 @@ class CertTier:
     variables: dict[str, Any]
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
+@dataclass(frozen=True)
+class Layout:
+    """Where a profile's names point: the repository's folders (another repository's in a
+    test, or the nox matrix of a copy)."""
+
+    root: Path
+    profiles: Path
+    certs: Path
+    playbooks: Path
+    overrides: Path
+    suites: Path
+    inventory: Path
+    roles: Path
+
+    @classmethod
+    def current(cls) -> Layout:
+        """This repository, as :mod:`harness.paths` says now (tests may point it elsewhere)."""
+        return cls(
+            root=paths.REPO,
+            profiles=paths.PROFILES_DIR,
+            certs=paths.CERTS_DIR,
+            playbooks=paths.PLAYBOOKS_DIR,
+            overrides=paths.OVERRIDES_DIR,
+            suites=paths.SUITES_DIR,
+            inventory=paths.PRODUCTION_INVENTORY,
+            roles=paths.REPO / "roles",
+        )
+
+    @classmethod
+    def of(cls, repo: Path) -> Layout:
+        """The folders of the repository at ``repo``, laid out as this one."""
+        return cls(
+            root=repo,
+            profiles=repo / "profiles",
+            certs=repo / "certs",
+            playbooks=repo / "playbooks",
+            overrides=repo / "tests" / "integration" / "overrides",
+            suites=repo / "tests" / "integration",
+            inventory=repo / "inventories" / "production",
+            roles=repo / "roles",
+        )
+
+    def show(self, path: Path) -> str:
+        """``path`` as a message names it: relative to the repository when inside it."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
+
+class InvalidFile(BadInput):
+    """A profile or tier file that does not validate: every problem, each with its key path."""
+
+    def __init__(self, path: Path, shown: str, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(f"{shown}: {problem}" for problem in problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{shown}: {len(self.problems)} errors\n" + "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(message)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a profile that says ``cert_tiers`` twice
+    would lose one without a word. Refused instead."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping says so itself
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice", key_node.start_mark
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _load_yaml(path: Path, shown: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidFile(path, shown, [f"cannot read it: {exc}"]) from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  (a SafeLoader)
     except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: malformed YAML: {exc}".replace("\n", " ")) from exc
+        raise InvalidFile(path, shown, [" ".join(f"malformed YAML: {exc}".split())]) from exc
     if not isinstance(data, dict):
-        raise BadInput(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise InvalidFile(path, shown, [f"expected a mapping at the top level, got {type(data).__name__}"])
     return data
 
 
@@ -136,113 +229,374 @@ def tier_names(directory: Path | None = None) -> list[str]:
     return _names(directory or paths.CERTS_DIR)
 
 
-def _check_name(kind: str, name: str, known: list[str]) -> None:
-    if not NAME_RE.match(name) or name not in known:
+@dataclass(frozen=True)
+class InventoryNames:
+    """The host and group names of a real inventory's YAML files."""
+
+    hosts: frozenset[str]
+    groups: frozenset[str]  # every group but the implicit ``all`` and ``ungrouped``
+
+
+def inventory_names(real_inventory: Path) -> InventoryNames:
+    """Every host and group in the real inventory's YAML files (groups nest under ``children``)."""
+    hosts: set[str] = set()
+    groups: set[str] = set()
+
+    def walk(name: str, group: object) -> None:
+        groups.add(name)
+        if not isinstance(group, dict):
+            return
+        members, children = group.get("hosts"), group.get("children")
+        hosts.update(members if isinstance(members, dict) else {})
+        for child, sub in (children if isinstance(children, dict) else {}).items():
+            walk(child, sub)
+
+    for file in sorted(real_inventory.glob("*.y*ml")):
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInput(f"{file}: cannot read the inventory: {exc}".replace("\n", " ")) from exc
+        for name, group in data.items() if isinstance(data, dict) else ():
+            walk(name, group)
+    return InventoryNames(hosts=frozenset(hosts), groups=frozenset(groups - IMPLICIT_GROUPS))
+
+
+def _check_name(kind: str, name: str, known: list[str], directory: Path, layout: Layout) -> None:
+    if name not in known:
         raise BadInput(
             f"unknown {kind} {name!r}",
-            hint=f"known {kind}s: {', '.join(known) or '(none)'}",
+            hint=f"known {kind}s: {', '.join(n for n in known if NAME_RE.match(n)) or '(none)'}",
         )
+    if not NAME_RE.match(name):
+        path = directory / f"{name}.yml"
+        raise InvalidFile(path, layout.show(path), [f"the name must match {NAME_RE.pattern}"])
 
 
-def _need(path: Path, cond: bool, message: str) -> None:
-    if not cond:
-        raise BadInput(f"{path}: {message}")
+# -- the schema -----------------------------------------------------------------------------------
 
 
-def load_profile(name: str, directory: Path | None = None) -> Profile:
-    directory = directory or paths.PROFILES_DIR
-    _check_name("host profile", name, profile_names(directory))
-    path = directory / f"{name}.yml"
-    data = _load_yaml(path)
-    unknown = set(data) - PROFILE_KEYS
-    _need(path, not unknown, f"unknown key(s): {', '.join(sorted(unknown))}")
-    groups: Any = data.get("groups")
-    _need(
-        path,
-        isinstance(groups, list) and bool(groups) and all(isinstance(g, str) for g in groups),
-        "'groups' must be a non-empty list of group names",
+@dataclass(frozen=True)
+class _Context:
+    """What the validators check names against (pydantic's validation context)."""
+
+    layout: Layout
+    name: str  # the profile's, from its file name
+    tiers: tuple[str, ...]
+    inventory: InventoryNames
+    defaulted: frozenset[str]  # keys the file leaves out, filled in from its name
+
+
+def _context(info: ValidationInfo) -> _Context:
+    context = info.context
+    if not isinstance(context, _Context):  # pragma: no cover  (only this module validates)
+        raise TypeError("the profile schema validates with a _Context")
+    return context
+
+
+def _problem(message: str) -> PydanticCustomError:
+    """An error of ours, in our words (without a context, pydantic formats nothing in it)."""
+    return PydanticCustomError("boma", message)
+
+
+def _inside(kind: str, base: Path, layout: Layout, value: str) -> Path:
+    """``base/value``, refused unless ``value`` is a relative path that stays inside ``base``."""
+    relative = PurePosixPath(value)
+    if not value or relative.is_absolute() or ".." in relative.parts:
+        raise _problem(f"must name a {kind} inside {layout.show(base)}/, not {value!r}")
+    return base / value
+
+
+def _playbook(value: str, info: ValidationInfo) -> str:
+    layout = _context(info).layout
+    if not _inside("playbook", layout.playbooks, layout, value).is_file():
+        raise _problem(f"playbook {value!r} not found in {layout.show(layout.playbooks)}/")
+    return value
+
+
+def _override(value: str, info: ValidationInfo) -> str:
+    layout = _context(info).layout
+    file = _inside("file", layout.overrides, layout, value)
+    if not file.is_file():
+        raise _problem(f"override file {layout.show(file)} not found")
+    try:
+        _read_override(file)
+    except BadInput as exc:
+        raise _problem(exc.message) from exc
+    return value
+
+
+def _suite(value: str, info: ValidationInfo) -> str:
+    context = _context(info)
+    layout = context.layout
+    suite = _inside("folder", layout.suites, layout, value)
+    if not suite.is_dir():
+        default = " (suite defaults to the profile's name)" if "suite" in context.defaulted else ""
+        raise _problem(f"test suite {layout.show(suite)} not found{default}")
+    return value
+
+
+def _tier(value: str, info: ValidationInfo) -> str:
+    context = _context(info)
+    if value not in context.tiers:
+        raise _problem(
+            f"cert tier {value!r} has no file in {context.layout.show(context.layout.certs)}/ "
+            f"(known tiers: {', '.join(context.tiers) or '(none)'})"
+        )
+    return value
+
+
+def _group(value: str, info: ValidationInfo) -> str:
+    context = _context(info)
+    known = context.inventory.groups
+    if value not in known:
+        raise _problem(
+            f"{value!r} is not a group of {context.layout.show(context.layout.inventory)} "
+            f"(known groups: {', '.join(sorted(known)) or '(none)'})"
+        )
+    return value
+
+
+def _host(value: str, info: ValidationInfo) -> str:
+    context = _context(info)
+    known = context.inventory.hosts
+    if value not in known:
+        default = (
+            " (inventory_host defaults to the profile's name)"
+            if "inventory_host" in context.defaulted
+            else ""
+        )
+        raise _problem(
+            f"{value!r} is not a host of {context.layout.show(context.layout.inventory)}{default} "
+            f"(known hosts: {', '.join(sorted(known)) or '(none)'})"
+        )
+    return value
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise _problem(f"must be {low}..{high}")
+        return value
+
+    return check
+
+
+def _stripped(value: str) -> str:
+    if not value.strip():
+        raise _problem("must not be empty")
+    return value.strip()
+
+
+def _collapsed(value: str) -> str:
+    return " ".join(_stripped(value).split())
+
+
+def _unique(what: str | None = None) -> Callable[[list[Any]], list[Any]]:
+    """Refuse a list that names the same thing twice (``what``: the attribute that names it)."""
+
+    def check(values: list[Any]) -> list[Any]:
+        keys = [getattr(v, what) if what else v for v in values]
+        twice = sorted({repr(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            label = f"{what} " if what else ""
+            raise _problem(f"{label}{', '.join(twice)} listed more than once")
+        return values
+
+    return check
+
+
+_Pattern = Annotated[str, AfterValidator(_stripped)]
+_Reason = Annotated[str, AfterValidator(_collapsed)]
+# YAML's own spellings of true (yes, On, ...) and a quoted 'true': a tier must never take an
+# on-demand spelling for false and slip into the default matrix.
+_LaxBool = Annotated[bool, Field(strict=False)]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _Step(_Schema):
+    playbook: Annotated[str, AfterValidator(_playbook)]
+    tags: list[str] = []
+
+
+class _Port(_Schema):
+    name: Annotated[str, AfterValidator(_stripped)]
+    guest: Annotated[int, AfterValidator(_between(1, 65535))]
+    sni: str | None = None
+
+
+class _TaskAllowance(_Schema):
+    task: _Pattern
+    reason: _Reason
+
+
+class _PathAllowance(_Schema):
+    path: _Pattern
+    reason: _Reason
+
+
+class _ProfileFile(_Schema):
+    description: str = ""
+    inventory_host: Annotated[str, AfterValidator(_host)]
+    groups: Annotated[
+        list[Annotated[str, AfterValidator(_group)]], Field(min_length=1), AfterValidator(_unique())
+    ]
+    steps: Annotated[list[_Step], Field(min_length=1)]
+    overrides: list[Annotated[str, AfterValidator(_override)]] = []
+    published_ports: Annotated[
+        list[_Port], AfterValidator(_unique("name")), AfterValidator(_unique("guest"))
+    ] = []
+    cert_tiers: Annotated[list[Annotated[str, AfterValidator(_tier)]], AfterValidator(_unique())] = []
+    suite: Annotated[str, AfterValidator(_suite)]
+    memory_mib: Annotated[int, AfterValidator(_between(512, 65536))] = 2048
+    vcpus: Annotated[int, AfterValidator(_between(1, 64))] = 2
+    idempotence_allow: list[_TaskAllowance] = []
+    reboot_diff_allow: list[_PathAllowance] = []
+
+
+class _TierMeta(_Schema):
+    description: str = ""
+    needs: list[Annotated[Need, Field(strict=False)]] = []
+    on_demand: _LaxBool = False
+    issuer_contains: str | None = None
+    pebble: _LaxBool = False
+
+
+class _TierFile(_Schema):
+    # Every other top-level key is a variable of the reverse_proxy role, checked against its
+    # defaults below.
+    model_config = ConfigDict(extra="allow")
+
+    boma_tier: _TierMeta
+
+
+_SHAPES = {
+    "missing": "required",
+    "list_type": "must be a list",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "dict_type": "must be a mapping",
+    "too_short": "must not be empty",
+    "invalid_key": "keys must be strings",
+}
+
+
+def _key_path(loc: Iterable[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The schema class that holds the key at ``loc`` (list indices skipped)."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        inner = _inner_model(field.annotation) if field else None
+        if inner is None:
+            return None
+        model = inner
+    return model
+
+
+def _inner_model(annotation: object) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        if found := _inner_model(arg):
+            return found
+    return None
+
+
+def _describe(error: ErrorDetails, schema: type[BaseModel]) -> str:
+    """One pydantic error as ``key.path: what is wrong``."""
+    loc = error["loc"]
+    kind = error["type"]
+    if kind == "boma":
+        what = error["msg"]
+    elif kind == "extra_forbidden":
+        holder = _model_at(schema, loc[:-1])
+        known = sorted(holder.model_fields) if holder else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        what = (
+            f"unknown key; did you mean {close[0]!r}?"
+            if close
+            else f"unknown key (known: {', '.join(known)})"
+        )
+    elif kind == "enum":
+        what = f"must be one of {error.get('ctx', {}).get('expected', '?')}, not {error['input']!r}"
+    else:
+        what = _SHAPES.get(kind, error["msg"])
+    return f"{_key_path(loc)}: {what}" if loc else what
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validate(schema: type[_M], data: dict[str, Any], context: object) -> tuple[_M | None, list[str]]:
+    try:
+        return schema.model_validate(data, context=context), []
+    except ValidationError as exc:
+        return None, [_describe(error, schema) for error in exc.errors()]
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+
+def load_profile(name: str, directory: Path | None = None, *, layout: Layout | None = None) -> Profile:
+    """The profile ``profiles/<name>.yml`` (or ``<directory>/<name>.yml``), validated whole."""
+    layout = layout or Layout.current()
+    if directory is not None:
+        layout = dataclasses.replace(layout, profiles=directory)
+    _check_name("host profile", name, profile_names(layout.profiles), layout.profiles, layout)
+    path = layout.profiles / f"{name}.yml"
+    shown = layout.show(path)
+    data = _load_yaml(path, shown)
+    defaults = {"inventory_host": name, "suite": name}
+    context = _Context(
+        layout=layout,
+        name=name,
+        tiers=tuple(tier_names(layout.certs)),
+        inventory=inventory_names(layout.inventory),
+        defaulted=frozenset(defaults) - set(data),
     )
-    steps_raw: Any = data.get("steps")
-    _need(path, isinstance(steps_raw, list) and bool(steps_raw), "'steps' must be a non-empty list")
-    steps = []
-    for raw in steps_raw:
-        _need(
-            path,
-            isinstance(raw, dict) and isinstance(raw.get("playbook"), str),
-            "each step needs a 'playbook'",
-        )
-        playbook = raw["playbook"]
-        _need(path, (paths.PLAYBOOKS_DIR / playbook).is_file(), f"playbook {playbook!r} not found")
-        tags = raw.get("tags", [])
-        _need(path, isinstance(tags, list), f"step {playbook!r}: 'tags' must be a list")
-        steps.append(PlaybookStep(playbook, tuple(str(t) for t in tags)))
-    overrides = []
-    overrides_raw = data.get("overrides", [])
-    _need(path, isinstance(overrides_raw, list), "'overrides' must be a list")
-    for entry in overrides_raw:
-        file = paths.OVERRIDES_DIR / str(entry)
-        _need(path, file.is_file(), f"override file {file} not found")
-        overrides.append(file)
-    ports = []
-    ports_raw = data.get("published_ports", [])
-    _need(path, isinstance(ports_raw, list), "'published_ports' must be a list")
-    for raw in ports_raw:
-        _need(
-            path,
-            isinstance(raw, dict)
-            and isinstance(raw.get("guest"), int)
-            and 0 < raw["guest"] < 65536
-            and isinstance(raw.get("name"), str),
-            "each published port needs 'name' and an integer 'guest' port",
-        )
-        ports.append(PublishedPort(raw["name"], raw["guest"], raw.get("sni")))
-    tiers = data.get("cert_tiers", [])
-    _need(path, isinstance(tiers, list), "'cert_tiers' must be a list")
-    known_tiers = tier_names()
-    for tier in tiers:
-        _need(path, tier in known_tiers, f"cert tier {tier!r} has no file in {paths.CERTS_DIR}")
-    suite = paths.SUITES_DIR / str(data.get("suite", name))
-    _need(path, suite.is_dir(), f"test suite {suite} not found")
-    memory, vcpus = data.get("memory_mib", 2048), data.get("vcpus", 2)
-    _need(path, isinstance(memory, int) and 512 <= memory <= 65536, "'memory_mib' must be 512..65536")
-    _need(path, isinstance(vcpus, int) and 1 <= vcpus <= 64, "'vcpus' must be 1..64")
+    model, problems = _validate(_ProfileFile, {**defaults, **data}, context)
+    if model is None:
+        raise InvalidFile(path, shown, problems)
     return Profile(
         name=name,
         path=path,
-        description=str(data.get("description", "")).strip(),
-        inventory_host=str(data.get("inventory_host", name)),
-        groups=tuple(groups),
-        steps=tuple(steps),
-        overrides=tuple(overrides),
-        published_ports=tuple(ports),
-        cert_tiers=tuple(str(t) for t in tiers),
-        suite=suite,
-        memory_mib=memory,
-        vcpus=vcpus,
-        idempotence_allow=_allowances(path, data, "idempotence_allow", "task"),
-        reboot_diff_allow=_allowances(path, data, "reboot_diff_allow", "path"),
+        description=model.description.strip(),
+        inventory_host=model.inventory_host,
+        groups=tuple(model.groups),
+        steps=tuple(PlaybookStep(step.playbook, tuple(step.tags)) for step in model.steps),
+        overrides=tuple(layout.overrides / entry for entry in model.overrides),
+        published_ports=tuple(PublishedPort(p.name, p.guest, p.sni) for p in model.published_ports),
+        cert_tiers=tuple(model.cert_tiers),
+        suite=layout.suites / model.suite,
+        memory_mib=model.memory_mib,
+        vcpus=model.vcpus,
+        idempotence_allow=tuple(Allowance(a.task, a.reason) for a in model.idempotence_allow),
+        reboot_diff_allow=tuple(Allowance(a.path, a.reason) for a in model.reboot_diff_allow),
     )
 
 
-def _allowances(path: Path, data: dict[str, Any], key: str, field: str) -> tuple[Allowance, ...]:
-    """``key``: a list of ``{<field>: pattern, reason: why}``; an allowance without its reason
-    is refused, so that every exception says why it is one."""
-    raw: Any = data.get(key, [])
-    _need(path, isinstance(raw, list), f"'{key}' must be a list of {{{field}, reason}}")
-    found = []
-    for at, entry in enumerate(raw):
-        _need(
-            path,
-            isinstance(entry, dict)
-            and set(entry) == {field, "reason"}
-            and isinstance(entry[field], str)
-            and bool(entry[field].strip())
-            and isinstance(entry["reason"], str)
-            and bool(entry["reason"].strip()),
-            f"{key}[{at}] must be {{{field}: <pattern>, reason: <why>}}, both non-empty",
-        )
-        found.append(Allowance(entry[field].strip(), " ".join(entry["reason"].split())))
-    return tuple(found)
+def _read_override(file: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BadInput(f"{file}: malformed YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(data, dict | None):
+        raise BadInput(f"{file}: an override must be a mapping of variables")
+    return data or {}
 
 
 def overlay_variables(profile: Profile) -> dict[str, Any]:
@@ -250,12 +604,7 @@ def overlay_variables(profile: Profile) -> dict[str, Any]:
     reads them."""
     merged: dict[str, Any] = {}
     for file in profile.overrides:
-        try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise BadInput(f"{file}: malformed YAML: {exc}".replace("\n", " ")) from exc
-        _need(file, isinstance(data, dict | None), "an override must be a mapping of variables")
-        merged.update(data or {})
+        merged.update(_read_override(file))
     return merged
 
 
@@ -289,71 +638,90 @@ def check_tier_fits(profile: Profile, tier: CertTier) -> None:
         )
 
 
-def role_variables(role: str) -> set[str]:
-    """The variable names a role declares in its defaults: the vocabulary tiers may set."""
-    defaults = paths.REPO / "roles" / role / "defaults" / "main.yml"
+# -- tiers ----------------------------------------------------------------------------------------
+
+
+def _role_variables(roles: Path, role: str) -> set[str]:
+    defaults = roles / role / "defaults" / "main.yml"
     data = yaml.safe_load(defaults.read_text(encoding="utf-8")) if defaults.is_file() else {}
     return set(data or {})
 
 
-def load_tier(name: str, directory: Path | None = None) -> CertTier:
-    directory = directory or paths.CERTS_DIR
-    _check_name("cert tier", name, tier_names(directory))
-    path = directory / f"{name}.yml"
-    data = _load_yaml(path)
-    meta: Any = data.get(TIER_META_KEY)
-    _need(path, isinstance(meta, dict), f"missing the '{TIER_META_KEY}' mapping")
-    unknown_meta = set(meta) - TIER_META_KEYS
-    _need(path, not unknown_meta, f"unknown {TIER_META_KEY} key(s): {', '.join(sorted(unknown_meta))}")
+def role_variables(role: str) -> set[str]:
+    """The variable names a role declares in its defaults: the vocabulary tiers may set."""
+    return _role_variables(paths.REPO / "roles", role)
+
+
+def load_tier(name: str, directory: Path | None = None, *, layout: Layout | None = None) -> CertTier:
+    """The tier ``certs/<name>.yml`` (or ``<directory>/<name>.yml``), validated whole."""
+    layout = layout or Layout.current()
+    if directory is not None:
+        layout = dataclasses.replace(layout, certs=directory)
+    _check_name("cert tier", name, tier_names(layout.certs), layout.certs, layout)
+    path = layout.certs / f"{name}.yml"
+    shown = layout.show(path)
+    data = _load_yaml(path, shown)
+    model, problems = _validate(_TierFile, data, None)
+    known = sorted(v for v in _role_variables(layout.roles, CADDY_ROLE) if v.startswith(TIER_VAR_PREFIX))
+    defaults = layout.show(layout.roles / CADDY_ROLE / "defaults" / "main.yml")
     variables = {k: v for k, v in data.items() if k != TIER_META_KEY}
-    known_vars = role_variables("reverse_proxy")
-    unknown = sorted(k for k in variables if not k.startswith(TIER_VAR_PREFIX) or k not in known_vars)
-    _need(path, not unknown, f"unknown variable(s) for the reverse_proxy role: {', '.join(unknown)}")
-    needs_raw = meta.get("needs", [])
-    _need(path, isinstance(needs_raw, list), f"'{TIER_META_KEY}.needs' must be a list")
-    try:
-        needs = tuple(Need(n) for n in needs_raw)
-    except ValueError as exc:
-        raise BadInput(f"{path}: {exc}; known needs: {', '.join(n.value for n in Need)}") from exc
+    for key in variables:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{key}: unknown variable for the {CADDY_ROLE} role ({defaults}){hint}")
+    if model is None:
+        # The rules between keys need boma_tier in shape; they are checked once it is.
+        raise InvalidFile(path, shown, problems)
+    meta = model.boma_tier
     tier = CertTier(
         name=name,
         path=path,
-        description=str(meta.get("description", "")).strip(),
-        needs=needs,
-        on_demand=bool(meta.get("on_demand", False)),
-        issuer_contains=meta.get("issuer_contains"),
-        pebble=bool(meta.get("pebble", False)),
+        description=meta.description.strip(),
+        needs=tuple(meta.needs),
+        on_demand=meta.on_demand,
+        issuer_contains=meta.issuer_contains,
+        pebble=meta.pebble,
         variables=variables,
     )
-    _check_consistent(tier)
+    problems += _contradictions(tier)
+    if problems:
+        raise InvalidFile(path, shown, problems)
     return tier
 
 
-def _check_consistent(tier: CertTier) -> None:
-    """Refuse a tier that contradicts itself before anything boots."""
-    v, path = tier.variables, tier.path
+def _contradictions(tier: CertTier) -> list[str]:
+    """What makes a tier contradict itself, all of it, found before anything boots."""
+    v = tier.variables
     internal = bool(v.get("reverse_proxy__tls_internal", False))
     provider = v.get("reverse_proxy__acme_dns_provider") or ""
     acme_ca = v.get("reverse_proxy__acme_ca") or ""
-    _need(
-        path,
-        not (internal and provider),
-        "tls_internal contradicts a DNS provider (no DNS-01 for the internal CA)",
-    )
-    _need(path, not (internal and acme_ca), "tls_internal contradicts an acme_ca (internal CA is not ACME)")
-    _need(path, not (internal and tier.pebble), "tls_internal contradicts pebble (pebble is an ACME CA)")
-    _need(
-        path,
-        not (provider and Need.GANDI_TOKEN not in tier.needs),
-        "a DNS provider needs the token: add 'gandi_token' to needs",
-    )
-    _need(
-        path,
-        not (Need.GANDI_TOKEN in tier.needs and provider != "gandi"),
-        "needs gandi_token but sets no gandi DNS provider",
-    )
-    _need(
-        path,
-        internal or bool(acme_ca) or tier.pebble or tier.on_demand,
-        "a tier must choose a CA: tls_internal, acme_ca, or pebble",
-    )
+    needs = f"{TIER_META_KEY}.needs"
+    rules = [
+        (
+            internal and provider,
+            "reverse_proxy__tls_internal: tls_internal contradicts a DNS provider "
+            "(no DNS-01 for the internal CA)",
+        ),
+        (
+            internal and acme_ca,
+            "reverse_proxy__tls_internal: tls_internal contradicts an acme_ca (internal CA is not ACME)",
+        ),
+        (
+            internal and tier.pebble,
+            "reverse_proxy__tls_internal: tls_internal contradicts pebble (pebble is an ACME CA)",
+        ),
+        (
+            provider and Need.GANDI_TOKEN not in tier.needs,
+            f"{needs}: a DNS provider needs the token: add 'gandi_token' to needs",
+        ),
+        (
+            Need.GANDI_TOKEN in tier.needs and provider != "gandi",
+            f"{needs}: needs gandi_token but sets no gandi DNS provider",
+        ),
+        (
+            not (internal or acme_ca or tier.pebble or tier.on_demand),
+            "a tier must choose a CA: tls_internal, acme_ca, or pebble",
+        ),
+    ]
+    return [message for broken, message in rules if broken]

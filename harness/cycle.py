@@ -216,6 +216,9 @@ def run_cycle(options: CycleOptions) -> Summary:
     """One full cycle. Returns the summary; raises on failure (after writing the summary and,
     where a machine existed, the evidence bundle)."""
     summary = Summary(run_id=new_run_id(), host=options.host, tier=options.certs)
+    log.info(
+        f"run {summary.run_id}: artifacts {paths.run_artifacts(summary.host, summary.tier, summary.run_id)}"
+    )
     with recorded(summary), booted(options, summary) as (run, vm):
         with summary.phase("apply", sut=True):
             run.mark("apply")

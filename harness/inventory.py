@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from harness import proc
+from harness import config, proc
 from harness.errors import HarnessError
 from harness.ssh import Endpoint
 from harness.virt import NAME_PREFIX
@@ -59,21 +59,9 @@ def connection_vars(endpoint: Endpoint) -> dict[str, Any]:
 
 
 def real_hosts(real_inventory: Path) -> set[str]:
-    """Every host name in the real inventory's YAML files (groups nest under ``children``)."""
-    names: set[str] = set()
-
-    def walk(group: object) -> None:
-        if not isinstance(group, dict):
-            return
-        names.update((group.get("hosts") or {}).keys())
-        for child in (group.get("children") or {}).values():
-            walk(child)
-
-    for file in sorted(real_inventory.glob("*.y*ml")):
-        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        for group in data.values():
-            walk(group)
-    return names
+    """Every host name in the real inventory's YAML files (groups nest under ``children``),
+    read as the profiles' ``inventory_host`` and ``groups`` are checked against it."""
+    return set(config.inventory_names(real_inventory).hosts)
 
 
 def _is_vault(path: Path) -> bool:

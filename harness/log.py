@@ -22,8 +22,9 @@ def _prefix() -> str:
 
 
 def info(message: str) -> None:
-    """Log one line at the current nesting depth."""
-    print(_prefix() + message, file=_stream, flush=True)
+    """Log one line at the current nesting depth (one write: a heartbeat's thread logs too)."""
+    _stream.write(_prefix() + message + "\n")
+    _stream.flush()
 
 
 def warn(message: str) -> None:

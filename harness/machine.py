@@ -28,6 +28,7 @@ from harness import (
     seed,
     ssh,
     statediff,
+    transient,
     virt,
 )
 from harness.errors import HarnessError, VerificationFailed
@@ -51,6 +52,8 @@ PORT_TIMEOUT = 120.0
 PROBE_INTERVAL = 3.0
 EVIDENCE_REACH_TIMEOUT = 30.0
 SLOWEST_TASKS_SHOWN = 5
+# A boot killed by a known emulator fault is tried again this often (see wait_for_ssh).
+EMULATOR_RETRIES = 1
 IDEMPOTENCE_RECORD = "ansible-tasks-idempotence.jsonl"
 IDEMPOTENCE_REPORT = "idempotence.txt"
 
@@ -185,13 +188,35 @@ class Machine:
 
     def wait_for_ssh(self, *, timeout: float, not_boot_id: str | None = None) -> str:
         """Wait until SSH answers (with a new boot_id after a reboot); return the boot_id.
-        A guest that cannot come up (see :mod:`harness.liveness`) ends the wait at once."""
-        watch = liveness.Watch(self.console_log, self.domain_active)
-        found = ssh.wait_for_boot(
-            self.endpoint, timeout=timeout, not_boot_id=not_boot_id, still_coming=watch.check
+        A guest that cannot come up (see :mod:`harness.liveness`) ends the wait at once.
+
+        Under TCG, a boot that a known emulator fault killed (:class:`liveness.EmulatorFault`)
+        is a transient: the domain is powered off and started again from its disk, once,
+        logged and counted. The disk is what the boot is about, so a cold start proves it as
+        well; a guest that dies of anything else is never retried."""
+
+        def attempt() -> str:
+            watch = liveness.Watch(self.console_log, self.domain_active)
+            try:
+                found = ssh.wait_for_boot(
+                    self.endpoint, timeout=timeout, not_boot_id=not_boot_id, still_coming=watch.check
+                )
+            except liveness.EmulatorFault as fault:
+                if self.state.accel != "tcg":
+                    raise
+                with virt.connect(self.run.uri) as conn:
+                    virt.restart(conn, self.state.domain)
+                raise transient.Transient(transient.Kind.EMULATOR, fault.message) from fault
+            log.info(f"longest console silence while waiting: {watch.longest_silence:.0f}s")
+            return found
+
+        return transient.retrying(
+            attempt,
+            what=f"the boot of {self.name}",
+            retries=EMULATOR_RETRIES,
+            interval=1.0,
+            attempt_timeout=timeout,
         )
-        log.info(f"longest console silence while waiting: {watch.longest_silence:.0f}s")
-        return found
 
     def reboot(self) -> str:
         """A guest-initiated reboot, proven by a changed boot_id; returns the new one."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from harness import log
+from harness import heartbeat, log
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 from harness.secrets import known_secrets, scrub_text
@@ -147,6 +147,14 @@ def tagged(run_id: str) -> Iterator[None]:
         _run_tag = previous
 
 
+def _short(argv: Sequence[str]) -> str:
+    """A command as a heartbeat names it: the program (``python -m pytest``) and its last word."""
+    program = Path(argv[0]).name
+    if len(argv) > 2 and argv[1] == "-m":
+        return f"{program} -m {argv[2]}"
+    return f"{program} … {heartbeat.shorten(argv[-1], 60)}" if len(argv) > 1 else program
+
+
 def _prepare(argv: Sequence[str], env: Mapping[str, str] | None) -> tuple[list[str], dict[str, str]]:
     """The checked command and its environment, for every way of starting a program."""
     if isinstance(argv, str):
@@ -181,16 +189,17 @@ def run(
     if not quiet:
         log.info(f"$ {render(argv)}")
     try:
-        done = subprocess.run(
-            full,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=merged_env,
-            cwd=cwd,
-            check=False,
-        )
+        with heartbeat.beating(f"{_short(argv)} to finish", idle="nothing (its output is read at its end)"):
+            done = subprocess.run(
+                full,
+                input=input_text,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=merged_env,
+                cwd=cwd,
+                check=False,
+            )
     except subprocess.TimeoutExpired as exc:
         raise HarnessError(f"command timed out after {timeout:.0f}s: {render(argv)}") from exc
     result = Result(tuple(argv), done.returncode, done.stdout, done.stderr)
@@ -214,8 +223,10 @@ def stream(
     caller, who knows whether it means the harness broke or the system under test is wrong.
     The bound holds even when the child stops printing: output is read by a thread while
     this one waits on the clock, and a child past ``timeout`` is ended, with a HarnessError.
+    Python children write unbuffered, so the log grows line by line as they print; a child
+    that runs longer than :data:`harness.heartbeat.INTERVAL` gets heartbeats with its last line.
     """
-    full, merged_env = _prepare(argv, env)
+    full, merged_env = _prepare(argv, {"PYTHONUNBUFFERED": "1", **(env or {})})
     log.info(f"$ {render(argv)}  (log: {logfile})")
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("a", encoding="utf-8") as sink:
@@ -231,19 +242,20 @@ def stream(
             cwd=cwd,
             start_new_session=True,
         )
-        reader = threading.Thread(target=_pump, args=(child, sink, echo), daemon=True)
-        reader.start()
-        try:
-            status = _wait_exit(child, what=render(argv[:2]), timeout=timeout)
-        except BaseException:
-            terminate(child)
-            raise
-        finally:
-            reader.join(READER_JOIN_TIMEOUT)
+        with heartbeat.beating(f"{_short(argv)} (pid {child.pid}) to finish") as beat:
+            reader = threading.Thread(target=_pump, args=(child, sink, echo, beat), daemon=True)
+            reader.start()
+            try:
+                status = _wait_exit(child, what=render(argv[:2]), timeout=timeout)
+            except BaseException:
+                terminate(child)
+                raise
+            finally:
+                reader.join(READER_JOIN_TIMEOUT)
         return status
 
 
-def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool) -> None:
+def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool, beat: heartbeat.Heartbeat) -> None:
     """Copy the child's output, line by line, to the log file and the console."""
     # Secrets are cut from every line before it reaches the log file or the console:
     # no_log in the roles is the first defence, this is the second.
@@ -254,6 +266,7 @@ def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool) -> None:
             line = scrub_text(raw, secrets) if secrets else raw
             sink.write(line)
             sink.flush()  # ansible.log is read while it grows
+            beat.saw(line)
             if echo:
                 print("    │ " + line, end="", flush=True)
 

@@ -1,4 +1,5 @@
-"""The per-run summary JSON: each phase's duration, its retried transients and the verdict."""
+"""The per-run summary: each phase's duration, its retried transients and the verdict, as
+``summary.json`` and, for people, ``summary.md`` (:mod:`harness.report`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness import log, transient
+from harness import log, report, transient
+from harness.secrets import scrub_text
 
 
 @dataclass
@@ -69,9 +71,12 @@ class Summary:
         self.overhead_s = round(max(0.0, self.total_s - sut), 1)
 
     def write(self, directory: Path) -> Path:
+        """Write ``summary.json`` and, beside it, ``summary.md`` (with the failing checks of the
+        run's JUnit files); both scrubbed. Returns the JSON's path."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "summary.json"
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        path.write_text(scrub_text(json.dumps(asdict(self), indent=2) + "\n"), encoding="utf-8")
+        report.write(self, directory)
         return path
 
     def table(self) -> str:

@@ -58,6 +58,7 @@ class Kind(StrEnum):
     LOCKED = "locked"  # transient: another process held the apt/dpkg lock
     REFUSED = "refused"  # harness: ssh could not log in with the run's key
     BROKEN = "broken"  # harness or bad input: the tool could not run at all
+    EMULATOR = "emulator"  # transient: the emulator, not the guest's own code, crashed the boot
 
     @property
     def transient(self) -> bool:
@@ -68,7 +69,7 @@ class Kind(StrEnum):
         return DESCRIPTION[self]
 
 
-TRANSIENT = frozenset({Kind.UNREACHABLE, Kind.DROPPED, Kind.LOCKED})
+TRANSIENT = frozenset({Kind.UNREACHABLE, Kind.DROPPED, Kind.LOCKED, Kind.EMULATOR})
 DESCRIPTION = {
     Kind.OK: "succeeded",
     Kind.VERDICT: "failed",
@@ -76,6 +77,7 @@ DESCRIPTION = {
     Kind.DROPPED: "lost the connection to the guest",
     Kind.LOCKED: "found the apt/dpkg lock held by another process",
     Kind.REFUSED: "could not log in to the guest",
+    Kind.EMULATOR: "hit a known fault of software emulation (TCG) that crashed the guest's kernel",
     Kind.BROKEN: "could not run",
 }
 

@@ -12,6 +12,7 @@ error), then the whole suite after it (which must hold at least one check).
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def pytest_argv(
     junit: Path,
     marker: str | None = None,
     also: tuple[Path, ...] = (),
+    *,
+    suite_name: str | None = None,
 ) -> list[str]:
     return [
         sys.executable,
@@ -95,8 +98,19 @@ def pytest_argv(
         "-v",
         "-o",
         "junit_family=xunit2",
+        *(["-o", f"junit_suite_name={suite_name}"] if suite_name else []),
         *(["-m", marker] if marker else []),
     ]
+
+
+def junit_suite_name(state_file: Path) -> str | None:
+    """``<host>-<tier>``, the JUnit suite's name, from the machine's view the suite reads
+    (``BOMA_RUN_STATE``: its profile and the run's tier); ``None`` (pytest's own) without one."""
+    try:
+        view = json.loads(state_file.read_text(encoding="utf-8"))
+        return f"{view['host']}-{view['tier']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def run_suite(
@@ -108,15 +122,19 @@ def run_suite(
     *,
     marker: str | None = None,
     also: tuple[Path, ...] = (),
+    suite_name: str | None = None,
 ) -> SuiteResult:
-    """Run the suite (or only the checks with ``marker``) against the VM.
+    """Run the suite (or only the checks with ``marker``) against the VM; the JUnit suite is
+    named ``suite_name``, by default ``<host>-<tier>`` (:func:`junit_suite_name`).
 
     Returns :attr:`Outcome.PASSED`, or :attr:`Outcome.NOTHING_SELECTED` when ``marker`` selects
     no check. Raises :class:`VerificationFailed` (checks failed) or :class:`HarnessError`
     (pytest could not run the suite, or the whole suite holds no check: nothing was judged).
     """
     status = proc.stream(
-        pytest_argv(suite, inventory, junit, marker, also),
+        pytest_argv(
+            suite, inventory, junit, marker, also, suite_name=suite_name or junit_suite_name(state_file)
+        ),
         logfile=logfile,
         env={ENV_RUN_STATE: str(state_file), "PYTHONDONTWRITEBYTECODE": "1"},
         timeout=SUITE_TIMEOUT,

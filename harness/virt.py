@@ -192,6 +192,15 @@ def power_off(conn: libvirt.virConnect, name: str) -> None:
         raise _fail(f"power off {name}", exc) from exc
 
 
+def restart(conn: libvirt.virConnect, name: str) -> None:
+    """Power ``name`` off if it runs, then start it again from its disk: a cold boot."""
+    power_off(conn, name)
+    try:
+        conn.lookupByName(name).create()
+    except libvirt.libvirtError as exc:
+        raise _fail(f"start {name} again", exc) from exc
+
+
 def undefine(conn: libvirt.virConnect, name: str) -> bool:
     """Destroy and undefine ``name`` if it exists; True if something was removed."""
     try:

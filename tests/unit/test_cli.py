@@ -3,14 +3,16 @@ work from libvirt's metadata; the parser refuses contradictions."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from harness import cli, owner, paths, preflight, virt
+from harness import cli, log, owner, paths, preflight, virt
 from harness.accel import Accel
 from harness.state import MachineState, RunState, Status
 
@@ -55,6 +57,18 @@ def bad_input(argv: list[str], dirs: dict[str, Path], capsys: pytest.CaptureFixt
 def test_unknown_host(dirs: dict[str, Path], capsys: pytest.CaptureFixture[str], command: str) -> None:
     line = bad_input([command, "--host", "nosuchhost", "--uri", TEST_URI], dirs, capsys)
     assert "unknown host profile 'nosuchhost'" in line
+
+
+def test_a_cycle_names_its_run_and_its_artifacts_first(
+    dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    console = io.StringIO()
+    monkeypatch.setattr(log, "_stream", console)
+    assert cli.main(["cycle", "--host", "nosuchhost", "--uri", TEST_URI]) == 2
+    first = console.getvalue().splitlines()[0]
+    folder = re.escape(str(dirs["BOMA_ARTIFACTS_DIR"] / "nosuchhost-internal-"))
+    assert re.fullmatch(rf"\[ *[\d.]+s\] run ([0-9a-f]{{8}}): artifacts {folder}\1", first), first
+    assert list(dirs["BOMA_ARTIFACTS_DIR"].iterdir()) == []  # named, not made: bad input makes nothing
 
 
 @pytest.mark.parametrize("command", ["cycle", "up"])

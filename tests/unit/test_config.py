@@ -18,6 +18,7 @@ from harness.ssh import Endpoint
 
 GOOD_PROFILE = """\
 description: a test host
+inventory_host: askari
 groups: [offsite_hosts]
 steps:
   - playbook: site.yml
@@ -110,10 +111,12 @@ def test_every_profile_mirrors_a_real_host_and_its_groups(name: str) -> None:
         f"{name}: the VM must be in {profile.inventory_host}'s real groups, so the same group_vars apply")
 
 
-def test_profile_names_come_from_the_profiles_folder() -> None:
+def test_profile_and_tier_names_come_from_their_folders() -> None:
+    """Any file added there is one more name (and so one more parametrized case below)."""
     assert {"askari", "ubongo"} <= set(config.profile_names())
     assert config.profile_names() == sorted(p.stem for p in paths.PROFILES_DIR.glob("*.yml"))
-    assert config.tier_names() == ["acme-local", "internal", "le-prod-wildcard", "le-staging"]
+    assert {"acme-local", "internal", "le-prod-wildcard", "le-staging"} <= set(config.tier_names())
+    assert config.tier_names() == sorted(p.stem for p in paths.CERTS_DIR.glob("*.yml"))
 
 
 @pytest.mark.parametrize("name", config.tier_names())
@@ -167,14 +170,24 @@ def test_good_tmp_profile_loads(tmp_path: Path) -> None:
     write(tmp_path, "vm", GOOD_PROFILE)
     profile = config.load_profile("vm", directory=tmp_path)
     assert profile.steps == (PlaybookStep("site.yml", ("base",)),)
-    assert profile.inventory_host == "vm"
+    assert profile.inventory_host == "askari"
     assert profile.published_ports == (PublishedPort("https", 443),)
+
+
+def test_inventory_host_defaults_to_the_profile_name(tmp_path: Path) -> None:
+    write(tmp_path, "askari", GOOD_PROFILE.replace("inventory_host: askari\n", ""))
+    assert config.load_profile("askari", directory=tmp_path).inventory_host == "askari"
 
 
 def test_malformed_yaml(tmp_path: Path) -> None:
     error = bad_profile(tmp_path, "groups: [offsite_hosts\nsteps: {\n")
     assert "malformed YAML" in error.message
     assert "\n" not in error.message
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path: Path) -> None:
+    error = bad_profile(tmp_path, GOOD_PROFILE + "cert_tiers: [acme-local]\n")
+    assert "key 'cert_tiers' appears twice" in error.message
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""])
@@ -184,7 +197,13 @@ def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
 
 def test_unknown_key(tmp_path: Path) -> None:
     error = bad_profile(tmp_path, GOOD_PROFILE + "colour: blue\n")
-    assert "unknown key(s): colour" in error.message
+    assert "colour: unknown key (known: cert_tiers, description," in error.message
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_resembles(tmp_path: Path) -> None:
+    """`cert_tier:` used to be dropped without a word: the host then had no cell in nox."""
+    error = bad_profile(tmp_path, GOOD_PROFILE.replace("cert_tiers:", "cert_tier:"))
+    assert "cert_tier: unknown key; did you mean 'cert_tiers'?" in error.message
 
 
 def test_missing_playbook(tmp_path: Path) -> None:
@@ -194,7 +213,7 @@ def test_missing_playbook(tmp_path: Path) -> None:
 
 def test_step_without_playbook(tmp_path: Path) -> None:
     text = GOOD_PROFILE.replace("  - playbook: site.yml\n    tags: [base]\n", "  - tags: [base]\n")
-    assert "each step needs a 'playbook'" in bad_profile(tmp_path, text).message
+    assert "steps[0].playbook: required" in bad_profile(tmp_path, text).message
 
 
 def test_missing_override_file(tmp_path: Path) -> None:
@@ -203,25 +222,38 @@ def test_missing_override_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "port",
-    ["{name: https, guest: 70000}", "{name: https, guest: 0}", "{name: https, guest: '443'}",
-     "{guest: 443}", "443"],
+    ("port", "says"),
+    [("{name: https, guest: 70000}", "published_ports[0].guest: must be 1..65535"),
+     ("{name: https, guest: 0}", "published_ports[0].guest: must be 1..65535"),
+     ("{name: https, guest: '443'}", "published_ports[0].guest: must be an integer"),
+     ("{name: https, guest: true}", "published_ports[0].guest: must be an integer"),
+     ("{guest: 443}", "published_ports[0].name: required"),
+     ("443", "published_ports[0]: must be a mapping")],
 )
-def test_bad_port(tmp_path: Path, port: str) -> None:
+def test_bad_port(tmp_path: Path, port: str, says: str) -> None:
     text = GOOD_PROFILE.replace("{name: https, guest: 443}", port)
-    assert "published port" in bad_profile(tmp_path, text).message
+    assert says in bad_profile(tmp_path, text).message
 
 
 @pytest.mark.parametrize(
     ("replace", "by", "says"),
     [
-        ("groups: [offsite_hosts]", "groups: []", "'groups' must be"),
-        ("groups: [offsite_hosts]", "groups: offsite_hosts", "'groups' must be"),
-        ("cert_tiers: [internal]", "cert_tiers: [bogus]", "cert tier 'bogus' has no file"),
-        ("suite: askari", "suite: no-such-suite", "test suite"),
-        ("suite: askari", "suite: askari\nmemory_mib: 128", "'memory_mib' must be"),
-        ("suite: askari", "suite: askari\nvcpus: 0", "'vcpus' must be"),
-        ("    tags: [base]", "    tags: base", "'tags' must be a list"),
+        ("groups: [offsite_hosts]", "groups: []", "groups: must not be empty"),
+        ("groups: [offsite_hosts]", "groups: offsite_hosts", "groups: must be a list"),
+        ("groups: [offsite_hosts]", "groups: [offsite_hosts, offsite_hosts]",
+         "groups: 'offsite_hosts' listed more than once"),
+        ("cert_tiers: [internal]", "cert_tiers: [bogus]", "cert_tiers[0]: cert tier 'bogus' has no file"),
+        ("cert_tiers: [internal]", "cert_tiers: [internal, internal]",
+         "cert_tiers: 'internal' listed more than once"),
+        ("suite: askari", "suite: no-such-suite", "suite: test suite"),
+        ("suite: askari", "suite: ../../profiles", "suite: must name a folder inside"),
+        ("suite: askari", "suite: askari\nmemory_mib: 128", "memory_mib: must be 512..65536"),
+        ("suite: askari", "suite: askari\nvcpus: 0", "vcpus: must be 1..64"),
+        ("    tags: [base]", "    tags: base", "steps[0].tags: must be a list"),
+        ("playbook: site.yml", "playbook: ../ansible.cfg", "steps[0].playbook: must name a playbook inside"),
+        ("overrides: [askari.yml]", "overrides: [/etc/passwd]", "overrides[0]: must name a file inside"),
+        ("{name: https, guest: 443}", "{name: https, guest: 443}\n  - {name: tls, guest: 443}",
+         "published_ports: guest 443 listed more than once"),
     ],
 )
 def test_other_bad_profiles(tmp_path: Path, replace: str, by: str, says: str) -> None:
@@ -238,7 +270,90 @@ def test_a_key_that_is_not_a_list_is_bad_input_not_a_crash(tmp_path: Path, key: 
     data = yaml.safe_load(GOOD_PROFILE)
     del data[key]
     error = bad_profile(tmp_path, yaml.safe_dump(data) + f"{key}: {value}\n")
-    assert f"'{key}' must be a list" in error.message
+    assert f"{key}: must be a list" in error.message
+
+
+def test_every_error_at_once_each_with_its_file_and_key_path(tmp_path: Path) -> None:
+    text = GOOD_PROFILE.replace("playbook: site.yml", "playbook: no-such-play.yml").replace(
+        "published_ports:\n  - {name: https, guest: 443}",
+        "published_ports:\n  - {name: https, guest: 443}\n  - {name: http, guest: 70000}",
+    ) + "vcpus: 0\nidempotence_allow:\n  - {task: x}\n"
+    error = bad_profile(tmp_path, text)
+    shown = str(tmp_path / "vm.yml")
+    lines = error.message.splitlines()
+    assert lines[0] == f"{shown}: 4 errors"
+    assert lines[1:] == [
+        f"  {shown}: steps[0].playbook: playbook 'no-such-play.yml' not found in playbooks/",
+        f"  {shown}: published_ports[1].guest: must be 1..65535",
+        f"  {shown}: vcpus: must be 1..64",
+        f"  {shown}: idempotence_allow[0].reason: required",
+    ]
+    assert isinstance(error, config.InvalidFile)
+    assert error.problems == tuple(line.strip() for line in lines[1:])
+
+
+def test_a_file_in_the_repository_is_named_relative_to_it(tmp_path: Path) -> None:
+    layout = dataclasses.replace(config.Layout.current(), root=tmp_path)
+    write(tmp_path / "profiles", "vm", GOOD_PROFILE.replace("vcpus", "x") + "vcpus: 99\n")
+    with pytest.raises(BadInput) as caught:
+        config.load_profile("vm", directory=tmp_path / "profiles", layout=layout)
+    assert caught.value.message == "profiles/vm.yml: vcpus: must be 1..64"
+
+
+def test_a_bad_profile_creates_nothing(tmp_path: Path) -> None:
+    bad_profile(tmp_path, GOOD_PROFILE + "vcpus: 0\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["vm.yml"]
+
+
+def test_a_group_that_is_not_in_the_real_inventory_names_the_known_ones(tmp_path: Path) -> None:
+    text = GOOD_PROFILE.replace("groups: [offsite_hosts]", "groups: [offsite_host, docker_hosts]")
+    error = bad_profile(tmp_path, text)
+    known = sorted(config.inventory_names(paths.PRODUCTION_INVENTORY).groups)
+    assert {"control", "docker_hosts", "offsite_hosts"} <= set(known)
+    assert error.message == (f"{tmp_path / 'vm.yml'}: groups[0]: 'offsite_host' is not a group of "
+                             f"inventories/production (known groups: {', '.join(known)})")
+
+
+@pytest.mark.parametrize("group", ["all", "ungrouped"])
+def test_the_implicit_groups_are_not_groups_a_profile_names(tmp_path: Path, group: str) -> None:
+    text = GOOD_PROFILE.replace("groups: [offsite_hosts]", f"groups: [{group}]")
+    assert f"groups[0]: '{group}' is not a group of" in bad_profile(tmp_path, text).message
+
+
+def test_an_inventory_host_that_is_not_a_real_host_names_the_known_ones(tmp_path: Path) -> None:
+    error = bad_profile(tmp_path, GOOD_PROFILE.replace("inventory_host: askari", "inventory_host: askar"))
+    known = ", ".join(sorted(inventory.real_hosts(paths.PRODUCTION_INVENTORY)))
+    assert f"inventory_host: 'askar' is not a host of inventories/production (known hosts: {known})" \
+        in error.message
+
+
+def test_the_default_inventory_host_must_be_a_real_host_too(tmp_path: Path) -> None:
+    error = bad_profile(tmp_path, GOOD_PROFILE.replace("inventory_host: askari\n", ""), name="mfano")
+    assert "inventory_host: 'mfano' is not a host of inventories/production " \
+           "(inventory_host defaults to the profile's name)" in error.message
+
+
+def test_the_real_inventory_names_its_hosts_and_groups() -> None:
+    names = config.inventory_names(paths.PRODUCTION_INVENTORY)
+    assert names.hosts == inventory.real_hosts(paths.PRODUCTION_INVENTORY)
+    assert {"askari", "ubongo"} <= names.hosts
+    assert not names.groups & {"all", "ungrouped"}
+    for name in config.profile_names():
+        profile = config.load_profile(name)
+        assert profile.inventory_host in names.hosts
+        assert set(profile.groups) <= names.groups
+
+
+def test_a_file_whose_name_is_not_a_plain_name_is_named_as_bad(tmp_path: Path) -> None:
+    error = bad_profile(tmp_path, GOOD_PROFILE, name="Bad_Name")
+    assert error.message == f"{tmp_path / 'Bad_Name.yml'}: the name must match {config.NAME_RE.pattern}"
+
+
+@pytest.mark.parametrize("text", [b"\xff\xfe not utf-8\n"])
+def test_a_file_that_is_not_text_is_bad_input_not_a_crash(tmp_path: Path, text: bytes) -> None:
+    (tmp_path / "vm.yml").write_bytes(text)
+    with pytest.raises(BadInput, match="cannot read it"):
+        config.load_profile("vm", directory=tmp_path)
 
 
 # -- bad tiers --------------------------------------------------------------------------------
@@ -251,20 +366,19 @@ def test_good_tmp_tier_loads(tmp_path: Path) -> None:
 
 def test_tier_without_meta(tmp_path: Path) -> None:
     error = bad_tier(tmp_path, "reverse_proxy__tls_internal: true\n")
-    assert "missing the 'boma_tier' mapping" in error.message
+    assert "boma_tier: required" in error.message
 
 
 def test_tier_unknown_meta_key(tmp_path: Path) -> None:
     text = INTERNAL_META + "  colour: red\nreverse_proxy__tls_internal: true\n"
-    assert "unknown boma_tier key(s): colour" in bad_tier(tmp_path, text).message
+    assert "boma_tier.colour: unknown key (known: description," in bad_tier(tmp_path, text).message
 
 
 @pytest.mark.parametrize("variable", ["reverse_proxy__no_such_var", "base__firewall_apply", "tls_internal"])
 def test_tier_unknown_variable(tmp_path: Path, variable: str) -> None:
     text = INTERNAL_META + f"reverse_proxy__tls_internal: true\n{variable}: 1\n"
     error = bad_tier(tmp_path, text)
-    assert "unknown variable(s) for the reverse_proxy role" in error.message
-    assert variable in error.message
+    assert f"{variable}: unknown variable for the reverse_proxy role" in error.message
 
 
 def test_tier_unknown_need(tmp_path: Path) -> None:
@@ -277,7 +391,7 @@ def test_tier_unknown_need(tmp_path: Path) -> None:
 @pytest.mark.parametrize("needs", ["", "internet", "5"])
 def test_tier_needs_that_are_not_a_list_are_bad_input_not_a_crash(tmp_path: Path, needs: str) -> None:
     text = f"boma_tier:\n  description: t\n  needs: {needs}\nreverse_proxy__tls_internal: true\n"
-    assert "'boma_tier.needs' must be a list" in bad_tier(tmp_path, text).message
+    assert "boma_tier.needs: must be a list" in bad_tier(tmp_path, text).message
 
 
 @pytest.mark.parametrize(
@@ -305,6 +419,39 @@ def test_bad_tier_message_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as caught:
         config.load_tier("tier", directory=tmp_path)
     assert str(path) in caught.value.message
+
+
+def test_every_tier_error_at_once(tmp_path: Path) -> None:
+    text = ("boma_tier:\n  needs: [a_pony]\n  pebble: maybe\n  colour: red\n"
+            "reverse_proxy__tls_internl: true\n")
+    error = bad_tier(tmp_path, text)
+    shown = str(tmp_path / "tier.yml")
+    assert error.message.splitlines() == [
+        f"{shown}: 4 errors",
+        f"  {shown}: boma_tier.needs[0]: must be one of 'internet' or 'gandi_token', not 'a_pony'",
+        f"  {shown}: boma_tier.pebble: must be true or false",
+        f"  {shown}: boma_tier.colour: unknown key (known: description, issuer_contains, needs, on_demand, "
+        "pebble)",
+        f"  {shown}: reverse_proxy__tls_internl: unknown variable for the reverse_proxy role "
+        "(roles/reverse_proxy/defaults/main.yml); did you mean 'reverse_proxy__tls_internal'?",
+    ]
+
+
+def test_every_contradiction_of_a_tier_at_once(tmp_path: Path) -> None:
+    text = ("boma_tier:\n  needs: []\n  pebble: true\nreverse_proxy__tls_internal: true\n"
+            "reverse_proxy__acme_dns_provider: gandi\nreverse_proxy__acme_ca: https://ca.invalid/dir\n")
+    lines = bad_tier(tmp_path, text).message.splitlines()
+    assert lines[0].endswith(": 4 errors")
+    assert [line.split(": ", 2)[1] for line in lines[1:]] == [
+        "reverse_proxy__tls_internal", "reverse_proxy__tls_internal", "reverse_proxy__tls_internal",
+        "boma_tier.needs"]
+
+
+@pytest.mark.parametrize(("spelling", "on_demand"), [("false", False), ("'false'", False), ("no", False),
+                                                     ("true", True), ("'true'", True), ("On", True)])
+def test_on_demand_reads_every_yaml_spelling(tmp_path: Path, spelling: str, on_demand: bool) -> None:
+    write(tmp_path, "tier", f"{INTERNAL_META}  on_demand: {spelling}\nreverse_proxy__tls_internal: true\n")
+    assert config.load_tier("tier", directory=tmp_path).on_demand is on_demand
 
 
 # -- what a profile's steps apply ------------------------------------------------------------

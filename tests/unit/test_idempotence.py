@@ -154,6 +154,7 @@ def test_failed_and_unreachable_tasks_are_not_counted_as_changed() -> None:
 
 PROFILE = """\
 description: t
+inventory_host: askari
 groups: [offsite_hosts]
 steps: [{playbook: site.yml}]
 suite: askari

@@ -1,10 +1,15 @@
-"""The integration matrix, read with the stdlib only: the cells, their skips, and agreement with
-the full validation in harness.config."""
+"""The integration matrix, read through harness.config: the cells, their skips, agreement with
+the full validation, and broken files named instead of crashing nox or vanishing from it."""
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -101,29 +106,46 @@ def test_skip_reason_reads_the_process_environment(monkeypatch: pytest.MonkeyPat
     assert "GANDI_BEARER_TOKEN" in (cell("le-staging").skip_reason() or "")
 
 
-def test_matrix_imports_no_yaml() -> None:
-    """The noxfile lists sessions from this module, where PyYAML may not be installed."""
+def test_matrix_has_no_reader_of_its_own() -> None:
+    """One schema: the matrix reads the files through harness.config, never with a parser that
+    could disagree with it (a stdlib one dropped `cert_tier:` and crashed on a missing tier)."""
     tree = ast.parse(inspect.getsource(matrix))
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
-    assert "yaml" not in imported
-    assert imported <= {"__future__", "os", "re", "dataclasses", "pathlib"}
+    assert imported <= {"__future__", "os", "dataclasses", "pathlib", "harness"}
+    assert "config" in {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                        for alias in node.names}
 
 
-def write_repo(root: Path, on_demand: str) -> Path:
+REPO = Path(__file__).resolve().parents[2]
+LINKED = ("playbooks", "roles", "inventories", "tests")  # what profiles name, read only
+VM_PROFILE = """\
+description: a vm
+inventory_host: askari
+groups: [offsite_hosts]
+steps: [{playbook: site.yml}]
+suite: askari
+"""
+
+
+def write_repo(root: Path, on_demand: str = "true") -> Path:
+    """A repository of its own profiles and tiers, whose profiles name this one's playbooks,
+    suites and inventory."""
     (root / "profiles").mkdir(parents=True)
     (root / "certs").mkdir()
-    profile = "description: a vm\ncert_tiers: [prod, lab]\n"
-    (root / "profiles" / "vm.yml").write_text(profile, encoding="utf-8")
+    for name in LINKED:
+        (root / name).symlink_to(REPO / name)
+    (root / "profiles" / "vm.yml").write_text(VM_PROFILE + "cert_tiers: [prod, lab]\n", encoding="utf-8")
     (root / "certs" / "prod.yml").write_text(textwrap.dedent(f"""\
         boma_tier:
           description: production # real rate limits
           needs: [internet]
           on_demand: {on_demand}
         """), encoding="utf-8")
-    (root / "certs" / "lab.yml").write_text("boma_tier:\n  description: lab\n  needs: []\n", encoding="utf-8")
+    (root / "certs" / "lab.yml").write_text(
+        "boma_tier:\n  description: lab\n  needs: []\nreverse_proxy__tls_internal: true\n", encoding="utf-8")
     return root
 
 
@@ -136,3 +158,125 @@ def test_on_demand_is_recognised_however_yaml_spells_true(tmp_path: Path, spelli
     [prod] = [c for c in matrix.cells(repo, env={"BOMA_ON_DEMAND_TIERS": "1"}) if c.certs == "prod"]
     assert prod.description == "vm: a vm; certs: production"
     assert prod.needs == ("internet",)
+    assert matrix.survey(repo, env={}).broken == []
+
+
+def break_files(repo: Path) -> None:
+    """Three broken files beside the good vm.yml, each the way one used to slip through."""
+    profiles, certs = repo / "profiles", repo / "certs"
+    # A tier with no certs/<tier>.yml (nox -l raised FileNotFoundError), and two errors more.
+    (profiles / "missing.yml").write_text(
+        VM_PROFILE.replace("offsite_hosts", "offsite_host") + "cert_tiers: [lab, no-such-tier]\nvcpus: 0\n",
+        encoding="utf-8")
+    # `cert_tier:` (the host vanished from the matrix without a word).
+    (profiles / "typo.yml").write_text(VM_PROFILE + "cert_tier: [lab]\n", encoding="utf-8")
+    # A tier that does not validate: vm.yml names it, so that cell goes, and vm's others stay.
+    (certs / "prod.yml").write_text("boma_tier:\n  needs: [a_pony]\n", encoding="utf-8")
+
+
+def test_a_broken_file_is_named_with_its_errors_and_the_valid_cells_stay(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path)
+    break_files(repo)
+    found = matrix.survey(repo, env={"BOMA_ON_DEMAND_TIERS": "1"})
+    assert pairs(found.cells) == [("vm", "lab")]
+    broken = {b.file: b for b in found.broken}
+    # Named as in the repository they are in.
+    assert sorted(broken) == ["certs/prod.yml", "profiles/missing.yml", "profiles/typo.yml"]
+    missing = broken["profiles/missing.yml"]
+    assert [p.split(": ", 2)[1] for p in missing.problems] == ["groups[0]", "cert_tiers[1]", "vcpus"]
+    assert missing.warning().startswith(f"{missing.file} does not validate; none of its cells is listed: "
+                                        "groups[0]: 'offsite_host' is not a group of ")
+    assert missing.warning().endswith("(and 2 more)")
+    typo = broken["profiles/typo.yml"]
+    assert typo.warning() == (f"{typo.file} does not validate; none of its cells is listed: "
+                              "cert_tier: unknown key; did you mean 'cert_tiers'?")
+    prod = broken["certs/prod.yml"]
+    assert "no cell with this tier is listed: boma_tier.needs[0]: must be one of" in prod.warning()
+
+
+def test_a_tier_the_host_cannot_take_is_named_and_its_other_cells_stay(tmp_path: Path) -> None:
+    repo = write_repo(tmp_path)
+    shutil.copy(REPO / "certs" / "acme-local.yml", repo / "certs" / "acme-local.yml")
+    ubongo = (REPO / "profiles" / "ubongo.yml").read_text(encoding="utf-8")
+    (repo / "profiles" / "ubongo.yml").write_text(
+        ubongo.replace("cert_tiers: [internal]", "cert_tiers: [lab, acme-local]"), encoding="utf-8")
+    found = matrix.survey(repo, env={})
+    assert ("ubongo", "lab") in pairs(found.cells)
+    assert ("ubongo", "acme-local") not in pairs(found.cells)
+    [broken] = found.broken
+    assert broken.warning().startswith(
+        f"{broken.file} names a tier it cannot take; not listed: "
+        "integration(host='ubongo', certs='acme-local'): cert_tiers[1]: cert tier 'acme-local' runs Pebble")
+
+
+def copy_for_nox(root: Path) -> Path:
+    """This repository's noxfile and harness, over the profiles and tiers of write_repo."""
+    repo = write_repo(root)
+    shutil.copy2(REPO / "noxfile.py", repo / "noxfile.py")
+    shutil.copytree(REPO / "harness", repo / "harness", ignore=shutil.ignore_patterns("__pycache__"))
+    return repo
+
+
+def nox_list(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BOMA_ON_DEMAND_TIERS")}
+    argv = [sys.executable, "-m", "nox", "--list", *args, "--noxfile", str(repo / "noxfile.py")]
+    return subprocess.run(argv, cwd=repo, env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_nox_lists_the_valid_cells_and_names_each_broken_file(tmp_path: Path) -> None:
+    repo = copy_for_nox(tmp_path)
+    break_files(repo)
+    done = nox_list(repo)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "integration(host='vm', certs='lab')" in done.stdout
+    assert "certs='prod'" not in done.stdout
+    for file in ("profiles/missing.yml", "profiles/typo.yml", "certs/prod.yml"):
+        assert f"broken(file='{file}')" in done.stdout  # a session named after it, failing if run
+        assert f"boma: {file} does not validate" in done.stderr  # and a line with its first error
+    assert "boma: profiles/typo.yml does not validate; none of its cells is listed: cert_tier: unknown key" \
+        in done.stderr
+    listed = nox_list(repo, "--json", "--sessions", "integration")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["session"] for s in json.loads(listed.stdout)] == ["integration(host='vm', certs='lab')"]
+
+
+def test_nox_lists_no_broken_session_when_every_file_validates(tmp_path: Path) -> None:
+    done = nox_list(copy_for_nox(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "broken(" not in done.stdout
+    assert "integration(host='vm', certs='lab')" in done.stdout
+
+
+BROKEN_SESSION = textwrap.dedent("""\
+    import runpy, sys
+
+    class Failed(Exception):
+        pass
+
+    class Session:
+        def error(self, message):
+            raise Failed(message)
+
+    noxfile = runpy.run_path(sys.argv[1])
+    try:
+        noxfile["broken"](Session(), file="profiles/missing.yml")
+    except Failed as exc:
+        print(exc)
+""")
+
+
+def test_the_broken_session_fails_with_every_error(tmp_path: Path) -> None:
+    """Run without nox (no session of nox is run here): what `nox -s "broken(file=...)"` says."""
+    repo = copy_for_nox(tmp_path)
+    break_files(repo)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", BROKEN_SESSION, str(repo / "noxfile.py")], cwd=repo,
+                          env={**env, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "profiles/missing.yml does not validate; none of its cells is listed:"
+    assert [line.split(": ", 2)[1] for line in lines[1:]] == ["groups[0]", "cert_tiers[1]", "vcpus"]

@@ -135,6 +135,21 @@ def test_stream_appends_to_an_existing_log(tmp_path: Path) -> None:
     assert lines[-1] == "second"
 
 
+def test_stream_logs_a_python_childs_line_before_the_child_ends_even_unflushed(tmp_path: Path) -> None:
+    # ansible-playbook and pytest are Python: on a pipe they would buffer a whole block, and
+    # ansible.log would lag the apply by minutes. The child waits until its line is in the log
+    # (a line the command itself, logged first, does not hold).
+    log = tmp_path / "ansible.log"
+    script = (
+        "import pathlib, sys, time\nline = 'TASK ' + '[first]'\nprint(line)\n"
+        "deadline = time.monotonic() + 10\n"
+        "while line not in pathlib.Path(sys.argv[1]).read_text() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.02)\n"
+        "sys.exit(0 if time.monotonic() < deadline else 7)\n"
+    )
+    assert proc.stream([sys.executable, "-c", script, str(log)], logfile=log, echo=False, timeout=30) == 0
+
+
 def test_exit_status_of_a_spawned_service_is_none_while_it_runs_then_its_code(tmp_path: Path) -> None:
     log = tmp_path / "service.log"
     pid = proc.spawn([sys.executable, "-c", "import sys; print('bye', flush=True); sys.exit(3)"], logfile=log)

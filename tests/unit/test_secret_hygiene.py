@@ -299,11 +299,13 @@ def test_the_console_nox_shows_never_holds_the_token(run: Run) -> None:
 def test_no_artifact_holds_the_token_after_the_scrub(run: Run) -> None:
     files = sorted(p for p in run.artifacts.rglob("*") if p.is_file())
     names = {p.relative_to(run.artifacts).as_posix() for p in files}
-    assert {"ansible.log", "verify.log", "junit-verify.xml", "summary.json",
-            "evidence/README.txt", "evidence/console.log"} <= names
+    assert {"ansible.log", "verify.log", "junit-verify.xml", "summary.json", "summary.md",
+            "junit-verify.html", "evidence/README.txt", "evidence/console.log"} <= names
     assert [p for p in files if SENTINEL.encode() in p.read_bytes()] == []
     # The guest's echo and the careless check did carry it: the scrub, not luck, removed it.
-    for planted in ("evidence/console.log", "evidence/README.txt", "junit-verify.xml", "verify.log"):
+    # The HTML report, written after the scrub, renders the scrubbed JUnit file.
+    for planted in ("evidence/console.log", "evidence/README.txt", "junit-verify.xml", "verify.log",
+                    "junit-verify.html"):
         assert REDACTED in (run.artifacts / planted).read_text(encoding="utf-8"), planted
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,20 @@ def test_passing_checks_pass(tmp_path: Path) -> None:
     assert result.outcome is Outcome.PASSED
     assert result.junit == tmp_path / "junit.xml"
     assert result.junit.is_file()
+
+
+def test_the_junit_suite_is_named_host_tier_from_the_machines_view(tmp_path: Path) -> None:
+    # The view the harness writes for the suite (harness.state: the run's tier, the machine's
+    # profile as "host"); a report that merges several cells' JUnit files tells them apart.
+    (tmp_path / "state.json").write_text('{"run_id": "0001", "tier": "internal", "host": "askari"}')
+    suite = write_suite(tmp_path / "suite", {"test_a.py": "def test_ok():\n    pass\n"})
+    run(suite, tmp_path)
+    suites = ET.parse(tmp_path / "junit.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["askari-internal"]
+    # Without a view (a suite run by hand), pytest names the suite itself.
+    assert verify.junit_suite_name(tmp_path / "missing.json") is None
+    argv = verify.pytest_argv(Path("suite"), RenderedInventory(tmp_path, "h", tmp_path), tmp_path / "j.xml")
+    assert not any(arg.startswith("junit_suite_name=") for arg in argv)
 
 
 def test_failing_checks_are_the_system_under_test(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 code disagree, this fails.
 
 The profile, overlay and suite come from the runbook's own code blocks (fenced blocks with a
-``title="<path>"`` info string), written into the copy exactly as shown. Then everything short
+``title="<path>"`` info string), written into the copy exactly as shown; the block for the real
+inventory, which the new host must be in, is merged into the copy's. Then everything short
 of booting runs against the copy, with the copy's own harness (its paths resolve to the copy):
 loading the profile and its tiers, the suite's collection for every verify phase, the nox
 matrix, the rendered inventory and Ansible's isolation check.
@@ -20,6 +21,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "runbooks" / "integration-testing.md"
@@ -34,6 +36,8 @@ BLOCK = re.compile(
     re.M | re.S,
 )
 STEP_TIMEOUT = 60
+# The one file a block adds to rather than creates: the new host goes into the real inventory.
+INVENTORY = "inventories/production/hosts.yml"
 
 # Runs inside the copy (cwd), so `import harness` is the copy's harness. Prints one JSON object.
 DRIVER = textwrap.dedent("""\
@@ -91,6 +95,28 @@ def runbook_blocks() -> dict[str, str]:
     return blocks
 
 
+def merged(base: object, extra: object) -> object:
+    """``extra`` merged into ``base``, mapping by mapping."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        return {**base, **{key: merged(base.get(key), value) for key, value in extra.items()}}
+    return extra
+
+
+def hosts_in(inventory_text: str) -> set[str]:
+    """The hosts of an inventory file's text (groups nest under ``children``)."""
+    found: set[str] = set()
+
+    def walk(group: object) -> None:
+        if isinstance(group, dict):
+            found.update(group.get("hosts") or {})
+            for child in (group.get("children") or {}).values():
+                walk(child)
+
+    for group in (yaml.safe_load(inventory_text) or {}).values():
+        walk(group)
+    return found
+
+
 def copy_repo(target: Path) -> Path:
     for name in COPIED:
         source, dest = REPO / name, target / name
@@ -135,7 +161,11 @@ def walked(tmp_path_factory: pytest.TempPathFactory, blocks: dict[str, str], hos
     for relative, content in blocks.items():
         path = copy / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content, encoding="utf-8")
+        if relative == INVENTORY:  # the host joins the real inventory of the copy
+            whole = merged(yaml.safe_load(path.read_text(encoding="utf-8")), yaml.safe_load(content))
+            path.write_text(yaml.safe_dump(whole, sort_keys=False), encoding="utf-8")
+        else:
+            path.write_text(content, encoding="utf-8")
     work = root / "run"
     work.mkdir()
     done = run([sys.executable, "-c", DRIVER, host, str(work)], copy)
@@ -148,7 +178,12 @@ def test_the_section_shows_a_profile_an_overlay_and_a_suite(blocks: dict[str, st
     assert f"tests/integration/overrides/{host}.yml" in blocks
     assert any(re.fullmatch(rf"tests/integration/{host}/test_\w+\.py", p) for p in blocks), (
         f"no suite file tests/integration/{host}/test_*.py among {sorted(blocks)}")
-    for relative in blocks:
+    for relative, content in blocks.items():
+        if relative == INVENTORY:
+            assert host not in hosts_in((REPO / INVENTORY).read_text(encoding="utf-8")), (
+                f"{host} is already in {INVENTORY}: the walkthrough must add a new host")
+            assert host in hosts_in(content), f"the {INVENTORY} block does not add {host}"
+            continue
         assert not (REPO / relative).exists(), (
             f"{relative} exists in the repository: the walkthrough must add a new host")
 

@@ -1,0 +1,106 @@
+"""A boot killed by a known fault of software emulation is retried once; any other death is not.
+
+The console excerpt is the soak's iteration 20 of 2026-12-02: an untouched guest's kernel hit
+an int3 oops in the network receive path as systemd-networkd came up, under multi-threaded TCG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness import liveness, machine, transient
+from harness.liveness import EmulatorFault, GuestDead, Watch
+from harness.machine import Machine
+from harness.state import MachineState, RunState
+
+INT3_OOPS = """\
+[   19.517654] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[   19.517863] CPU: 1 UID: 0 PID: 27 Comm: ksoftirqd/1 Not tainted 6.12.118+deb13-amd64 #1  Debian 6.12.118-1
+[   19.517964] RIP: 0010:__netif_receive_skb_core.constprop.0+0x3b/0x10a0
+[   19.520112] Kernel panic - not syncing: Fatal exception in interrupt
+"""
+OTHER_PANIC = "[   12.1] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n"
+
+
+def watch_after(tmp_path: Path, text: str) -> Watch:
+    console = tmp_path / "console.log"
+    console.write_text("[    0.0] Linux version 6.12\n", encoding="utf-8")
+    watch = Watch(console, lambda: True)
+    with console.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+    return watch
+
+
+def test_an_int3_oops_panic_is_an_emulator_fault(tmp_path: Path) -> None:
+    with pytest.raises(EmulatorFault, match=r"Fatal exception in interrupt \(after 'Oops: int3'\)"):
+        watch_after(tmp_path, INT3_OOPS).check()
+
+
+def test_any_other_panic_is_a_dead_guest_not_an_emulator_fault(tmp_path: Path) -> None:
+    with pytest.raises(GuestDead) as caught:
+        watch_after(tmp_path, OTHER_PANIC).check()
+    assert not isinstance(caught.value, EmulatorFault)
+
+
+def a_machine(tmp_path: Path, accel: str) -> Machine:
+    run = RunState(run_id="0badf00d", label="askari", tier="internal", uri="test:///default",
+                   run_dir=str(tmp_path / "run"), artifacts=str(tmp_path / "art"), owner={})
+    state = MachineState(name="askari", host="askari", domain="boma-it-askari-0badf00d", accel=accel,
+                         boot="direct", ssh_port=2222, ports={}, golden="g", artifacts=str(tmp_path / "art"))
+    run.machines.append(state)
+    return Machine(run, state)
+
+
+@pytest.fixture
+def boots(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """The first boot dies of the emulator fault, the second comes up; restarts are recorded."""
+    seen: dict[str, list[str]] = {"boots": [], "restarts": []}
+
+    def wait_for_boot(endpoint: object, **_kwargs: object) -> str:
+        seen["boots"].append("boot")
+        if len(seen["boots"]) == 1:
+            raise EmulatorFault("the guest cannot boot: Kernel panic (after 'Oops: int3')")
+        return "new-boot-id"
+
+    class Conn:
+        def __enter__(self) -> Conn:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(machine.ssh, "wait_for_boot", wait_for_boot)
+    monkeypatch.setattr(machine.virt, "connect", lambda uri: Conn())
+    monkeypatch.setattr(machine.virt, "restart", lambda conn, name: seen["restarts"].append(name))
+    quiet = lambda self, *a, **k: setattr(self, "longest_silence", 0.0)  # noqa: E731
+    monkeypatch.setattr(liveness.Watch, "__init__", quiet)
+    return seen
+
+
+def test_under_tcg_the_boot_is_started_again_once_and_the_retry_counted(
+    tmp_path: Path, boots: dict[str, list[str]]
+) -> None:
+    before = transient.retry_count()
+    assert a_machine(tmp_path, "tcg").wait_for_ssh(timeout=5) == "new-boot-id"
+    assert boots["restarts"] == ["boma-it-askari-0badf00d"]
+    assert transient.retry_count() == before + 1
+
+
+def test_under_kvm_the_same_death_is_not_retried(tmp_path: Path, boots: dict[str, list[str]]) -> None:
+    with pytest.raises(EmulatorFault):
+        a_machine(tmp_path, "kvm").wait_for_ssh(timeout=5)
+    assert boots["restarts"] == []
+
+
+def test_a_second_emulator_fault_in_a_row_gives_up_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, boots: dict[str, list[str]]
+) -> None:
+    def always(endpoint: object, **_kwargs: object) -> str:
+        raise EmulatorFault("the guest cannot boot: Kernel panic (after 'Oops: int3')")
+
+    monkeypatch.setattr(machine.ssh, "wait_for_boot", always)
+    with pytest.raises(transient.TransientPersisted, match="Oops: int3"):
+        a_machine(tmp_path, "tcg").wait_for_ssh(timeout=5)
+    assert len(boots["restarts"]) == machine.EMULATOR_RETRIES + 1
