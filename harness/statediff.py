@@ -77,6 +77,24 @@ EXPECTED: tuple[Expected, ...] = (
     Expected("units/systemd-ask-password-*", "password agents run only while something asks"),
     Expected("units/*-wait-online.service", "the network waiters run once per boot"),
 )
+# systemd's first-boot and after-an-update units (ConditionFirstBoot=, ConditionNeedsUpdate=):
+# they run on the image's first boot, and again only after /usr changes.
+FIRST_BOOT_ONLY = (
+    "ldconfig.service",
+    "systemd-journal-catalog-update.service",
+    "systemd-machine-id-commit.service",
+    "systemd-sysusers.service",
+    "systemd-update-done.service",
+    "systemd-hwdb-update.service",
+    "systemd-firstboot.service",
+    "first-boot-complete.target",
+)
+EXPECTED += tuple(
+    Expected(f"units/{unit}", "runs on the first boot, and after /usr changes, only")
+    for unit in FIRST_BOOT_ONLY
+)
+# A container's host-side veth has a new random name every time the container starts.
+VETH = re.compile(r"\bveth[0-9a-f]+\b")
 
 
 @dataclass(frozen=True)
@@ -224,7 +242,7 @@ def _routes(raw: Mapping[str, Any], addresses: Mapping[str, str]) -> dict[str, s
     found = {}
     for family in ("routes4", "routes6"):
         for route in _json_list(raw.get(family)):
-            dst, dev = route.get("dst", "?"), route.get("dev", "?")
+            dst, dev = route.get("dst", "?"), VETH.sub("veth<container>", str(route.get("dev", "?")))
             via = route.get("gateway")
             value = f"proto {route.get('protocol', '?')} scope {route.get('scope', 'global')}"
             if via:
