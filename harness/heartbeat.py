@@ -4,8 +4,10 @@ Written once, for the one polling loop (:func:`harness.poll.wait_until`) and the
 :mod:`harness.proc`: while a step runs longer than :data:`INTERVAL`, one log line every
 :data:`INTERVAL` gives the seconds elapsed, what is awaited and the last thing seen (the probe's
 last :class:`~harness.poll.NotYet`, the child's last output line). A step shorter than that
-prints nothing. Only the outermost heartbeat of a thread speaks: the poll for a streamed child's
-exit, or the SSH command inside a wait for SSH, add nothing to the one already beating.
+prints nothing. One line per beat, however the waits nest: the outermost step's elapsed time
+and what it waits for, then what it last saw, or, while it has seen nothing, what the
+outermost nested step that has seen anything saw (a retried playbook's wait shows the
+playbook's last output line, not its own empty probe).
 
 The line is printed from a thread of its own, so it comes on time even while a probe or a
 child blocks the caller; it is scrubbed of secrets like everything else the harness prints.
@@ -43,38 +45,58 @@ class Heartbeat:
         self.what = what
         self.began = began
         self._last = idle
+        self.seen = False
 
     def saw(self, line: str) -> None:
         """Remember ``line`` as the last thing seen; a blank line keeps the previous one."""
         if line.strip():
             self._last = line  # one assignment: atomic for the thread that prints it
+            self.seen = True
 
-    def line(self, now: float) -> str:
-        return f"{MARK} {now - self.began:.0f}s waiting for {self.what}; last seen: {shorten(self._last)}"
+    @property
+    def last(self) -> str:
+        return self._last
+
+    def line(self, now: float, inner: Heartbeat | None = None) -> str:
+        """The beat's line; ``inner``, a step nested in this one, says what was last seen."""
+        source = inner if inner is not None and inner is not self else self
+        step = f" ({shorten(source.what, 80)})" if source is not self else ""
+        return (
+            f"{MARK} {now - self.began:.0f}s waiting for {self.what}{step}; last seen: {shorten(source.last)}"
+        )
 
 
 @contextmanager
 def beating(what: str, *, idle: str = "nothing yet") -> Iterator[Heartbeat]:
     """Beat for the block: a line every :data:`INTERVAL` while it runs, none if it is shorter.
 
-    Inside another heartbeat of the same thread the block stays silent (the outer one speaks).
+    Inside another heartbeat of the same thread the block adds no speaker of its own: the
+    outer one speaks, with what this one saw when it has seen anything.
     """
     beat = Heartbeat(what, began=time.monotonic(), idle=idle)
-    if getattr(_active, "beating", False):
-        yield beat
+    stack: list[Heartbeat] = getattr(_active, "stack", None) or []
+    _active.stack = stack
+    stack.append(beat)
+    if len(stack) > 1:
+        try:
+            yield beat
+        finally:
+            stack.remove(beat)
         return
     every, stop = INTERVAL, threading.Event()
 
     def speak() -> None:
         while not stop.wait(every):
-            log.info(scrub_text(beat.line(time.monotonic())))
+            # What the step itself saw; else what the outermost nested step that saw anything
+            # saw (a retried playbook: the playbook's output, not the exit poll inside it).
+            inner = None if beat.seen else next((b for b in stack[1:] if b.seen), None)
+            log.info(scrub_text(beat.line(time.monotonic(), inner)))
 
-    _active.beating = True
     speaker = threading.Thread(target=speak, name=f"heartbeat: {shorten(what, 40)}", daemon=True)
     speaker.start()
     try:
         yield beat
     finally:
-        _active.beating = False  # first: a signal that cuts the join short leaves no stale flag
+        stack.clear()  # first: a signal that cuts the join short leaves no stale step
         stop.set()
         speaker.join(JOIN_TIMEOUT)

@@ -134,3 +134,20 @@ def test_run_beats_while_a_captured_command_runs(console: io.StringIO) -> None:
     seen = beats(console)
     assert seen
     assert all("to finish; last seen: nothing (its output is read at its end)" in line for line in seen)
+
+
+@pytest.mark.usefixtures("tiny_interval")
+def test_an_outer_wait_that_saw_nothing_speaks_with_what_its_child_printed(console: io.StringIO) -> None:
+    """A retried playbook: the retry loop's own probe says nothing until it fails."""
+    with beating("playbook site.yml"), beating("ansible-playbook (pid 42) to finish") as child:
+        child.saw("TASK [docker_host : Install Docker]")
+        with beating("ansible-playbook to exit") as poll:
+            poll.saw("still running")
+            time.sleep(TINY * 4)
+    seen = beats(console)
+    assert seen
+    assert all(
+        "waiting for playbook site.yml (ansible-playbook (pid 42) to finish); "
+        "last seen: TASK [docker_host : Install Docker]" in line
+        for line in seen
+    ), seen
