@@ -98,8 +98,10 @@ def e2e_revert_fix(session: nox.Session) -> None:
 
 @nox.session
 def e2e_mutations(session: nox.Session) -> None:
-    """On demand: three mutants (a task that always changes, a service never enabled, the fix
-    reverted), one cycle each; the idempotence check and the state diff must catch every one."""
+    """On demand: three mutants, one cycle each; the state diff and idempotence must catch all.
+
+    A task that always changes, a service started but never enabled, the incident's fix reverted.
+    """
     session.install("-r", "requirements.txt")
     session.run("python", "tests/e2e/mutations.py", *session.posargs, **HARNESS_SIGNALS)
 
