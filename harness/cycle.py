@@ -261,12 +261,14 @@ def state_diff(vm: Machine, before: statediff.State, summary: Summary) -> None:
     directory = vm.artifacts / "state"
     differences = hoststate.record(before, after, vm.profile.reboot_diff_allow, directory)
     unexpected = statediff.unexpected(differences)
+    silent = hoststate.silent_ports(after)
     summary.state_diff = {
         "entries": len(after),
         "unexpected": [d.line() for d in unexpected],
         "expected": len(differences) - len(unexpected),
+        "silent_ports": silent,
     }
-    hoststate.check(differences, directory)
+    hoststate.check(differences, directory, silent)
 
 
 def idempotent(vm: Machine, options: CycleOptions, summary: Summary) -> None:

@@ -164,14 +164,24 @@ def record(
     return differences
 
 
-def check(differences: Sequence[statediff.Difference], directory: Path) -> None:
-    """Raise :class:`StateChanged` naming the unexpected differences, if there are any."""
+def silent_ports(state: statediff.State) -> list[str]:
+    """The profile's published ports that do not answer in ``state``: a port the profile
+    publishes must answer from the controller, whatever it did before the reboot."""
+    return sorted(path for path, value in state.items() if path.startswith("ports/") and value == SILENT)
+
+
+def check(differences: Sequence[statediff.Difference], directory: Path, silent: Sequence[str] = ()) -> None:
+    """Raise :class:`StateChanged` naming the unexpected differences and the published ports
+    that do not answer after the reboot (``silent``), if there are any."""
     bad = statediff.unexpected(differences)
-    if not bad:
+    changed = {d.path for d in bad}
+    lines = [d.line() for d in bad]
+    lines += [f"{path}: {SILENT} (a published port must answer)" for path in silent if path not in changed]
+    if not lines:
         return
-    named = "; ".join(d.line() for d in bad[:NAMED_IN_MESSAGE])
-    more = f"; and {len(bad) - NAMED_IN_MESSAGE} more" if len(bad) > NAMED_IN_MESSAGE else ""
+    named = "; ".join(lines[:NAMED_IN_MESSAGE])
+    more = f"; and {len(lines) - NAMED_IN_MESSAGE} more" if len(lines) > NAMED_IN_MESSAGE else ""
     raise StateChanged(
-        f"{len(bad)} unexpected difference(s) across the reboot "
+        f"{len(lines)} unexpected difference(s) across the reboot "
         f"(all: {directory / 'diff.txt'}): {named}{more}"
     )

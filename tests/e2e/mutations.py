@@ -11,7 +11,9 @@ what the mutant broke:
   checks are gone → the state diff fails, naming the unit;
 * ``fix-reverted``: the incident's fix is taken out of docker_host (as ``revert_fix.py``
   does), and askari's hand-written checks are gone → the state diff fails, naming the
-  published port that stopped answering.
+  published port that does not answer. (With the fix gone from the role, the port is dead
+  before the reboot as well, so there is no difference to see: what catches it is that a
+  port the profile publishes must answer after the reboot.)
 
     .venv/bin/python tests/e2e/mutations.py [--only NAME]     # or: nox -s e2e_mutations
 

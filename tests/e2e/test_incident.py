@@ -104,7 +104,7 @@ def test_incident_red_then_green() -> None:
                 green_after = vm.capture_state("green-after-reboot", expect=green_before).state
                 green_diff = hoststate.record(green_before, green_after, vm.profile.reboot_diff_allow,
                                               vm.artifacts / "state")
-                hoststate.check(green_diff, vm.artifacts / "state")
+                hoststate.check(green_diff, vm.artifacts / "state", hoststate.silent_ports(green_after))
         summary.finish("pass")
     except BaseException:
         summary.finish("fail")

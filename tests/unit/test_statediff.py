@@ -324,3 +324,25 @@ def test_without_the_profiles_allowance_the_recorded_reboot_fails_on_apparmor() 
         statediff.normalise(before["raw"], before["ports"]), statediff.normalise(after["raw"], after["ports"])
     )
     assert [d.path for d in statediff.unexpected(differences)] == ["units/apparmor.service"]
+
+
+def test_a_published_port_silent_before_and_after_the_reboot_still_fails(tmp_path: Path) -> None:
+    """No difference (the port never answered: the fix taken out of the role), but a port the
+    profile publishes must answer."""
+    state = statediff.normalise(raw(), {"https (443)": hoststate.SILENT, "http (80)": "answers"})
+    differences = hoststate.record(state, state, (), tmp_path)
+    assert differences == []
+    assert hoststate.silent_ports(state) == ["ports/https (443)"]
+    with pytest.raises(hoststate.StateChanged) as caught:
+        hoststate.check(differences, tmp_path, hoststate.silent_ports(state))
+    assert "ports/https (443): silent (a published port must answer)" in caught.value.message
+
+
+def test_a_port_that_stopped_answering_is_named_once() -> None:
+    before = statediff.normalise(raw(), PORTS)
+    after = statediff.normalise(raw(), {"https (443)": hoststate.SILENT})
+    differences = statediff.compare(before, after)
+    with pytest.raises(hoststate.StateChanged) as caught:
+        hoststate.check(differences, Path("d"), hoststate.silent_ports(after))
+    assert caught.value.message.startswith("1 unexpected difference(s)")
+    assert caught.value.message.count("ports/https (443)") == 1
