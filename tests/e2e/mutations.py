@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from revert_fix import revert_the_fix
+from revert_fix import revert_the_fix, throwaway_worktree
 
 from harness import log, paths, proc
 from harness.errors import ExitCode
@@ -151,32 +150,18 @@ def run_mutant(mutant: Mutant, artifacts: Path) -> Result:
     out = artifacts / mutant.name
     out.mkdir(parents=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"boma-mutant-{mutant.name}-") as scratch:
-        tree = Path(scratch) / "tree"
-        proc.run(["git", "worktree", "add", "--detach", str(tree), "HEAD"], cwd=paths.REPO, quiet=True)
-        try:
-            mutant.mutate(tree)
-            diff = proc.run(["git", "diff", "--stat"], cwd=tree, quiet=True).stdout
-            log.info(f"mutant {mutant.name}: {mutant.what}\n{diff}")
-            status = proc.stream(
-                [
-                    sys.executable,
-                    "-m",
-                    "harness",
-                    "cycle",
-                    "--host",
-                    "askari",
-                    "--certs",
-                    "internal",
-                    "--no-keep",
-                ],
-                logfile=out / "cycle.log",
-                cwd=tree,
-                env={"BOMA_ARTIFACTS_DIR": str(out)},
-                timeout=CYCLE_TIMEOUT,
-            )
-        finally:
-            proc.run(["git", "worktree", "remove", "--force", str(tree)], cwd=paths.REPO, quiet=True)
+    with throwaway_worktree(f"boma-mutant-{mutant.name}-") as tree:
+        mutant.mutate(tree)
+        diff = proc.run(["git", "diff", "--stat"], cwd=tree, quiet=True).stdout
+        log.info(f"mutant {mutant.name}: {mutant.what}\n{diff}")
+        status = proc.stream(
+            [sys.executable, "-m", "harness", "cycle", "--host", "askari", "--certs", "internal",
+             "--no-keep"],
+            logfile=out / "cycle.log",
+            cwd=tree,
+            env={"BOMA_ARTIFACTS_DIR": str(out)},
+            timeout=CYCLE_TIMEOUT,
+        )
     summaries = sorted(out.glob("*/summary.json"))
     summary = json.loads(summaries[-1].read_text(encoding="utf-8")) if summaries else {}
     phase, reason = summary.get("failed_phase"), summary.get("reason")

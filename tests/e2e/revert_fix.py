@@ -17,6 +17,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -45,32 +47,39 @@ def revert_the_fix(tree: Path) -> None:
     (tree / FIX_TEMPLATE).unlink()
 
 
-def main() -> int:
-    artifacts = paths.artifacts_dir() / f"revert-fix-{time.strftime('%Y%m%d-%H%M%S')}"
-    artifacts.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="boma-revert-fix-") as scratch:
+@contextmanager
+def throwaway_worktree(prefix: str) -> Iterator[Path]:
+    """A detached git worktree of HEAD in a temporary folder, removed however the block ends."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
         tree = Path(scratch) / "tree"
         proc.run(["git", "worktree", "add", "--detach", str(tree), "HEAD"], cwd=paths.REPO, quiet=True)
         try:
-            revert_the_fix(tree)
-            log.info(f"fix reverted in {tree / TASKS} (task and template deleted); running the incident test")
-            status = proc.stream(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    "tests/e2e/test_incident.py",
-                    "-p",
-                    "no:cacheprovider",
-                    "-rfE",
-                ],
-                logfile=artifacts / "e2e.log",
-                cwd=tree,
-                env={"BOMA_ARTIFACTS_DIR": str(artifacts)},
-                timeout=E2E_TIMEOUT,
-            )
+            yield tree
         finally:
             proc.run(["git", "worktree", "remove", "--force", str(tree)], cwd=paths.REPO, quiet=True)
+
+
+def main() -> int:
+    artifacts = paths.artifacts_dir() / f"revert-fix-{time.strftime('%Y%m%d-%H%M%S')}"
+    artifacts.mkdir(parents=True)
+    with throwaway_worktree("boma-revert-fix-") as tree:
+        revert_the_fix(tree)
+        log.info(f"fix reverted in {tree / TASKS} (task and template deleted); running the incident test")
+        status = proc.stream(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "tests/e2e/test_incident.py",
+                "-p",
+                "no:cacheprovider",
+                "-rfE",
+            ],
+            logfile=artifacts / "e2e.log",
+            cwd=tree,
+            env={"BOMA_ARTIFACTS_DIR": str(artifacts)},
+            timeout=E2E_TIMEOUT,
+        )
     if status == 0:
         log.info("FAILED: the incident test PASSED with the fix reverted: it guards nothing")
         return 1
