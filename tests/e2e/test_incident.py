@@ -14,12 +14,13 @@ roles/docker_host, the GREEN half fails.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from harness import hoststate, log, paths, signals, statediff
+from harness import hoststate, log, paths, signals
 from harness.cycle import CycleOptions, booted
 from harness.errors import VerificationFailed
 from harness.evidence import forward_chain_is_pure_drop
@@ -61,9 +62,12 @@ def test_incident_red_then_green() -> None:
         with signals.cancellable(DEADLINE), booted(options, summary) as (_run, vm):
             with summary.phase("RED: apply without the container-forward drop-in", sut=True):
                 vm.apply((RED_OVERLAY,))
+            # Recorded, not asserted: on a fresh VM the toggle never writes the drop-in, so
+            # base's pure-drop forward chain is loaded before Docker publishes anything and the
+            # port may be silent already (seen on every run so far). The incident's verdict is
+            # what the host does after the reboot.
             with summary.phase("RED: state before the reboot", sut=True):
                 red_before = vm.capture_state("red-before-reboot").state
-            assert red_before[HTTPS_STATE].startswith("answers"), "RED's port must answer until the reboot"
             with summary.phase("RED: reboot", sut=True):
                 vm.reboot()
             with (
@@ -81,15 +85,15 @@ def test_incident_red_then_green() -> None:
             ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
             assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"
             assert (bundle / "console.log").stat().st_size > 0, "no serial console in the bundle"
-            # The generic check sees the incident without askari's own tests: the port that
-            # answered before the reboot is silent after it (verify already waited for it).
+            # The generic check sees the incident without askari's own tests: a published port
+            # that is silent after the reboot fails the cycle, whether or not it answered before.
             with summary.phase("RED: state diff (must name the port)", sut=True):
                 red_after = vm.capture_state("red-after-reboot").state
                 red_diff = hoststate.record(red_before, red_after, vm.profile.reboot_diff_allow,
                                             vm.artifacts / "state-red")
-            unexpected = {d.path: d for d in statediff.unexpected(red_diff)}
-            assert HTTPS_STATE in unexpected, f"RED's diff missed the port: {statediff.render(red_diff)}"
-            assert unexpected[HTTPS_STATE].after == hoststate.SILENT, unexpected[HTTPS_STATE]
+            assert red_after[HTTPS_STATE] == hoststate.SILENT, red_after[HTTPS_STATE]
+            with pytest.raises(hoststate.StateChanged, match=re.escape(HTTPS_STATE)):
+                hoststate.check(red_diff, vm.artifacts / "state-red", hoststate.silent_ports(red_after))
 
             with summary.phase("GREEN: apply the repository as it is", sut=True):
                 vm.apply()
