@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,10 +176,15 @@ def run_step_checked(
     fact_cache: Path,
     task_sink: Path,
     diff: bool = False,
+    alive: Callable[[], None] | None = None,
 ) -> None:
     """Run one step and judge it: return if it applied, raise :class:`ApplyFailed` if a task
     failed, retry it (at most :data:`ANSIBLE_RETRIES` times, logged and counted) if the host was
     unreachable, raise a :class:`HarnessError` naming the cause otherwise.
+
+    ``alive`` is asked before an unreachable host is retried: it raises (a
+    :class:`harness.liveness.GuestDead`) when the guest died, so a panicked kernel is named at
+    once instead of after every retry has timed out as "could not connect".
 
     The judgement reads what this run appended to ``logfile``. A retried step runs whole again
     (the roles are idempotent), so ``task_sink`` holds the tasks of every attempt.
@@ -202,6 +207,8 @@ def run_step_checked(
         if kind is Kind.OK:
             return
         if kind is Kind.UNREACHABLE:
+            if alive is not None:
+                alive()
             raise transient.Transient(kind, unreachable_reason(output))
         if kind is Kind.VERDICT:
             raise ApplyFailed(

@@ -60,8 +60,12 @@ class Watch:
         *,
         silence_limit: float = SILENCE_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        verdict: str = "the guest cannot boot",
     ) -> None:
+        """``silence_limit`` is :data:`SILENCE_LIMIT` for a boot and ``math.inf`` for a guest
+        that is up (a console is quiet then); ``verdict`` starts the message of a death."""
         self.console = console
+        self.verdict = verdict
         self.domain_active = domain_active
         self.silence_limit = silence_limit
         self.clock = clock
@@ -111,7 +115,7 @@ class Watch:
             if any(marker in line for marker in FATAL_MARKERS):
                 fault = next((m for m in EMULATOR_FAULTS if m in text), None)
                 raise (EmulatorFault if fault else GuestDead)(
-                    f"the guest cannot boot: {line.strip()[:200]}" + (f" (after {fault!r})" if fault else ""),
+                    f"{self.verdict}: {line.strip()[:200]}" + (f" (after {fault!r})" if fault else ""),
                     hint=CONSOLE_HINT,
                 )
         silent = now - self.last_growth

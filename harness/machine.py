@@ -10,6 +10,7 @@ what to do with it: ``succeed``, ``fail``, ``wait_for_unit``, ``wait_for_port``,
 
 from __future__ import annotations
 
+import math
 import shutil
 from functools import cached_property
 from pathlib import Path
@@ -186,6 +187,11 @@ class Machine:
         with virt.connect(self.run.uri) as conn:
             return virt.is_active(conn, self.state.domain)
 
+    def watch_up(self, verdict: str) -> liveness.Watch:
+        """A liveness watch on a guest that is up: its console may stay quiet, but a panic on
+        it, or a domain that stopped, is a death named by ``verdict``."""
+        return liveness.Watch(self.console_log, self.domain_active, silence_limit=math.inf, verdict=verdict)
+
     def wait_for_ssh(self, *, timeout: float, not_boot_id: str | None = None) -> str:
         """Wait until SSH answers (with a new boot_id after a reboot); return the boot_id.
         A guest that cannot come up (see :mod:`harness.liveness`) ends the wait at once.
@@ -335,6 +341,7 @@ class Machine:
                         fact_cache=fact_cache,
                         task_sink=task_sink,
                         diff=diff,
+                        alive=self.watch_up(f"the guest died during playbook {step.playbook}").check,
                     )
         finally:
             slowest = ansible.task_times(task_sink)[:SLOWEST_TASKS_SHOWN]
@@ -375,15 +382,20 @@ class Machine:
         """Run the profile's suite (or only the checks with ``marker``)."""
         # Re-checked here too: verify reaches the guest through the same rendered inventory.
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
-        return run_suite(
-            self.profile.suite,
-            self.inventory,
-            self.view_file,
-            self.artifacts / f"junit-{label}.xml",
-            self.artifacts / f"{label}.log",
-            marker=marker,
-            also=(EVERY_HOST_SUITE,),
-        )
+        watch = self.watch_up(f"the guest died during {label}")
+        try:
+            return run_suite(
+                self.profile.suite,
+                self.inventory,
+                self.view_file,
+                self.artifacts / f"junit-{label}.xml",
+                self.artifacts / f"{label}.log",
+                marker=marker,
+                also=(EVERY_HOST_SUITE,),
+            )
+        except VerificationFailed:
+            watch.check()  # a guest that died under the checks is not a verdict on the roles
+            raise
 
     def collect_evidence(self, reason: str, label: str = "evidence") -> Path:
         reachable = True

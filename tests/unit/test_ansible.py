@@ -4,6 +4,7 @@ in order with the connection file last."""
 from __future__ import annotations
 
 import configparser
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from harness import ansible, paths, proc, transient
 from harness.config import PlaybookStep
 from harness.errors import ExitCode, HarnessError
 from harness.inventory import RenderedInventory
+from harness.liveness import EmulatorFault, GuestDead, Watch
 from harness.transient import Kind
 
 VM = "boma-it-askari-0badf00d"
@@ -26,8 +28,12 @@ def rendered(tmp_path: Path) -> RenderedInventory:
 
 
 def extra_files(tmp_path: Path) -> list[Path]:
-    return [paths.OVERRIDES_DIR / "askari.yml", paths.CERTS_DIR / "internal.yml",
-            tmp_path / "mine.yml", tmp_path / "run" / "harness-vars.yml"]
+    return [
+        paths.OVERRIDES_DIR / "askari.yml",
+        paths.CERTS_DIR / "internal.yml",
+        tmp_path / "mine.yml",
+        tmp_path / "run" / "harness-vars.yml",
+    ]
 
 
 def option_values(argv: list[str], option: str) -> list[str]:
@@ -132,10 +138,19 @@ def test_the_timing_callback_records_every_task_with_its_wall_time(tmp_path: Pat
     playbook = tmp_path / "timed.yml"
     playbook.write_text(PLAYBOOK, encoding="utf-8")
     sink = tmp_path / "tasks.jsonl"
-    argv = ["ansible-playbook", "-i", "localhost,", "-c", "local",
-            "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)]
-    result = proc.run(argv, env={**ansible.ANSIBLE_ENV, **ansible.timing_env(sink)}, cwd=paths.REPO,
-                      quiet=True)
+    argv = [
+        "ansible-playbook",
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        f"ansible_python_interpreter={sys.executable}",
+        str(playbook),
+    ]
+    result = proc.run(
+        argv, env={**ansible.ANSIBLE_ENV, **ansible.timing_env(sink)}, cwd=paths.REPO, quiet=True
+    )
     assert result.returncode == 0
     times = ansible.task_times(sink)
     assert times[0].task == "Slow task", times  # slowest first
@@ -287,3 +302,49 @@ def test_a_step_that_applies_returns(
     replay(monkeypatch, "ok")
     ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
     assert transient.retry_count() == 0
+
+
+def a_console(tmp_path: Path) -> Path:
+    console = tmp_path / "console.log"
+    console.write_text("[    3.1] systemd[1]: Started ssh.service\n", encoding="utf-8")
+    return console
+
+
+def test_an_unreachable_host_whose_kernel_panicked_is_a_dead_guest_at_once(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A panic printed while the step ran (shape of the 2026-12-02 e2e's: nf_conntrack, after
+    # base loaded the ruleset under multi-threaded TCG) ends the step without a retry.
+    console = a_console(tmp_path)
+    verdict = "the guest died during playbook site.yml"
+    watch = Watch(console, lambda: True, silence_limit=math.inf, verdict=verdict)
+    with console.open("a", encoding="utf-8") as handle:
+        handle.write(
+            "[  106.6] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\n"
+            "[  106.7] Kernel panic - not syncing: Fatal exception in interrupt\n"
+        )
+    ran = replay(monkeypatch, "unreachable-mid-play", "ok")
+    with pytest.raises(EmulatorFault, match=r"^the guest died during playbook site.yml: .*Kernel panic"):
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], alive=watch.check, **step_files)
+    assert ran == ["unreachable-mid-play"]
+    assert transient.recorded_retries() == ()
+
+
+def test_an_unreachable_host_whose_domain_stopped_is_a_dead_guest(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    watch = Watch(a_console(tmp_path), lambda: False, silence_limit=math.inf)
+    replay(monkeypatch, "unreachable-connect-refused")
+    with pytest.raises(GuestDead, match="no longer running"):
+        ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], alive=watch.check, **step_files)
+
+
+def test_an_unreachable_host_with_a_live_quiet_guest_is_still_retried(
+    rendered: RenderedInventory, step_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # An up guest's console is quiet for minutes: that is no death (no silence limit here).
+    clock = iter(range(0, 10_000, 500))
+    watch = Watch(a_console(tmp_path), lambda: True, silence_limit=math.inf, clock=lambda: float(next(clock)))
+    ran = replay(monkeypatch, "unreachable-connect-refused", "ok")
+    ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], alive=watch.check, **step_files)
+    assert ran == ["unreachable-connect-refused", "ok"]
