@@ -41,3 +41,12 @@ def choose(override: str | None = None) -> tuple[Accel, str]:
         except ValueError:
             raise BadInput(f"unknown accelerator {wanted!r}", hint="use kvm or tcg") from None
     return detect()
+
+
+def guest_vcpus(accel: Accel, profile_vcpus: int, override: int | None = None) -> tuple[int, str]:
+    """How many vCPUs the guest gets, and why: ``override`` if given, else the profile's."""
+    if override is not None:
+        if override < 1:
+            raise BadInput(f"--vcpus must be at least 1, not {override}")
+        return override, "chosen by --vcpus"
+    return profile_vcpus, "the profile's"

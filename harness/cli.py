@@ -38,6 +38,7 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", required=True, help="host profile (profiles/<host>.yml)")
     p.add_argument("--certs", default=DEFAULT_TIER, help="cert tier (certs/<tier>.yml)")
     p.add_argument("--accel", choices=["kvm", "tcg"], help="override the detected accelerator")
+    p.add_argument("--vcpus", type=int, metavar="N", help="the guest's vCPUs (default: see docs/platform.md)")
     p.add_argument(
         "--boot",
         choices=[b.value for b in BootMode],
@@ -151,6 +152,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         image_sums_url=image_sums_url,
         kernel_append=args.kernel_append,
         idempotence=not getattr(args, "no_idempotence", False),
+        vcpus=args.vcpus,
     )
 
 

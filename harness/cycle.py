@@ -72,6 +72,8 @@ class CycleOptions:
     kernel_append: str = ""
     # Apply the steps again after the reboot: every task must report ok or skipped.
     idempotence: bool = True
+    # The guest's vCPUs, overriding the profile's (see accel.guest_vcpus).
+    vcpus: int | None = None
 
 
 def resolve(
@@ -154,6 +156,8 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
             with summary.phase("preflight", sut=False):
                 chosen, why = accel.choose(options.accel)
                 log.info(f"accelerator: {chosen.value} ({why})")
+                vcpus, why_vcpus = accel.guest_vcpus(chosen, profile.vcpus, options.vcpus)
+                log.info(f"guest vCPUs: {vcpus} ({why_vcpus})")
                 preflight.check_tools(with_image_build=options.image_url is None)
                 preflight.ensure_libvirt(options.uri)
                 preflight.check_resources(profile.memory_mib)
@@ -163,7 +167,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                 golden, caddy, boot = images(options, profile, tier)
             with summary.phase("boot", sut=True):
                 run.mark("boot")
-                summary.accel, summary.boot_mode = chosen.value, boot.value
+                summary.accel, summary.boot_mode, summary.vcpus = chosen.value, boot.value, vcpus
                 machine = run.add_machine(
                     MachineRequest(
                         name=profile.name,
@@ -171,6 +175,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                         accel=chosen,
                         direct_boot=direct_boot(golden, boot, options.kernel_append),
                         golden=golden,
+                        vcpus=vcpus,
                     )
                 )
                 run.admitted()

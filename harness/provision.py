@@ -29,6 +29,7 @@ class MachineRequest:
     accel: Accel
     direct_boot: DirectBoot | None
     golden: GoldenImage
+    vcpus: int | None = None  # None: the profile's
 
 
 def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | None) -> Machine:
@@ -62,7 +63,7 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
     spec = virt.DomainSpec(
         name=state.domain,
         memory_mib=profile.memory_mib,
-        vcpus=profile.vcpus,
+        vcpus=request.vcpus or profile.vcpus,
         accel=request.accel,
         disk=machine_dir / "overlay.qcow2",
         seed=machine_dir / "seed.iso",

@@ -126,6 +126,7 @@ def markdown(summary: Summary, suites: list[SuiteCounts], checks: list[Check]) -
         ("failed phase", summary.failed_phase or "—"),
         ("reason", _cell(summary.reason or "—")),
         ("accelerator", f"{summary.accel or '?'} ({summary.boot_mode or '?'} boot)"),
+        ("guest vCPUs", str(summary.vcpus or "?")),
         ("total", f"{summary.total_s:.1f} s (harness overhead {summary.overhead_s:.1f} s)"),
         ("kept", "yes" if summary.kept else "no"),
         ("controller", _cell(summary.controller)),

@@ -22,6 +22,7 @@ class Summary:
     tier: str
     accel: str = ""
     boot_mode: str = ""
+    vcpus: int = 0
     verdict: str = "running"  # pass | fail | error | interrupted | bad-input
     failed_phase: str | None = None
     reason: str | None = None

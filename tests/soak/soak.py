@@ -97,6 +97,7 @@ class Soak:
     def __init__(self, host: str, logs: Path) -> None:
         self.host, self.logs = host, logs
         self.pending: set[str] = set()
+        self.vm_args: list[str] = []  # passed to up and cycle
 
     def harness(self, name: str, args: list[str], attempt: Attempt, where: Path) -> int:
         logfile, began = where / f"{name}.log", time.monotonic()
@@ -120,7 +121,8 @@ class Soak:
     def boot(self, where: Path) -> Attempt:
         attempt = Attempt()
         try:
-            if self.harness("up", ["up", "--host", self.host, "--certs", TIER], attempt, where) == 0:
+            up = ["up", "--host", self.host, "--certs", TIER, *self.vm_args]
+            if self.harness("up", up, attempt, where) == 0:
                 if attempt.run_id is None:
                     raise HarnessError(f"no run id in {where / 'up.log'}: have the harness's logs changed?")
                 self.harness("reboot", ["reboot", "--run", attempt.run_id], attempt, where)
@@ -131,7 +133,8 @@ class Soak:
 
     def cycle(self, where: Path) -> Attempt:
         attempt = Attempt()
-        self.harness("cycle", ["cycle", "--host", self.host, "--certs", TIER, "--no-keep"], attempt, where)
+        argv = ["cycle", "--host", self.host, "--certs", TIER, "--no-keep", *self.vm_args]
+        self.harness("cycle", argv, attempt, where)
         self.pending.discard(attempt.run_id or "")  # --no-keep: the cycle removed its own VM
         return attempt
 
@@ -238,12 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--boots", type=int, metavar="N", help="N times: up, reboot, down")
     how.add_argument("--cycles", type=int, metavar="N", help="N times: cycle --no-keep")
     parser.add_argument("--host", default=DEFAULT_HOST, help="host profile (default: %(default)s)")
+    parser.add_argument("--vcpus", type=int, metavar="N", help="passed to up and cycle")
     args = parser.parse_args(argv)
     cycles, started = args.cycles is not None, time.time()
     count: int = args.cycles if cycles else args.boots
     if count < 1:
         parser.error("N must be at least 1")
     soak = Soak(args.host, paths.artifacts_dir() / f"soak-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.vcpus is not None:
+        soak.vm_args = ["--vcpus", str(args.vcpus)]
 
     def on_term(_sig: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt  # a killed soak cleans up as a Ctrl-C'd one does

@@ -84,3 +84,17 @@ def test_bad_override_is_bad_input(monkeypatch: pytest.MonkeyPatch, source: str)
         accel.choose("hvf" if source == "argument" else None)
     assert caught.value.exit_code == 2
     assert caught.value.hint == "use kvm or tcg"
+
+
+def test_vcpus_override_wins_under_either_accelerator() -> None:
+    for chosen in Accel:
+        assert accel.guest_vcpus(chosen, 4, 3) == (3, "chosen by --vcpus")
+
+
+def test_vcpus_override_below_one_is_bad_input() -> None:
+    with pytest.raises(BadInput, match="at least 1"):
+        accel.guest_vcpus(Accel.TCG, 2, 0)
+
+
+def test_under_kvm_the_guest_gets_the_profile_s_vcpus() -> None:
+    assert accel.guest_vcpus(Accel.KVM, 4) == (4, "the profile's")
