@@ -15,7 +15,20 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
-from harness import cycle, idempotence, lock, log, paths, preflight, proc, signals, teardown, virt
+from harness import (
+    config,
+    cycle,
+    idempotence,
+    lock,
+    log,
+    packagelayer,
+    paths,
+    preflight,
+    proc,
+    signals,
+    teardown,
+    virt,
+)
 from harness.cycle import BootMode
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
@@ -39,6 +52,11 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certs", default=DEFAULT_TIER, help="cert tier (certs/<tier>.yml)")
     p.add_argument("--accel", choices=["kvm", "tcg"], help="override the detected accelerator")
     p.add_argument("--vcpus", type=int, metavar="N", help="the guest's vCPUs (default: see docs/platform.md)")
+    p.add_argument(
+        "--no-package-layer",
+        action="store_true",
+        help="boot the plain golden image even if the profile declares a package layer (a fresh host)",
+    )
     p.add_argument(
         "--boot",
         choices=[b.value for b in BootMode],
@@ -98,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip applying the steps again after the reboot (the inner loop; the summary says so)",
     )
-    sub.add_parser("image", help="build (or find cached) the golden image and the Caddy tarball")
+    image = sub.add_parser("image", help="build (or find cached) the golden image and the Caddy tarball")
+    image.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        help="also the golden image with this profile's package layer (repeatable)",
+    )
     _vm_args(sub.add_parser("up", help="boot a VM and keep it (for the apply/verify inner loop)"))
     p = sub.add_parser("apply", help="apply the profile's playbooks to a kept VM")
     _run_arg(p)
@@ -153,6 +177,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         kernel_append=args.kernel_append,
         idempotence=not getattr(args, "no_idempotence", False),
         vcpus=args.vcpus,
+        package_layer=not args.no_package_layer,
     )
 
 
@@ -164,10 +189,17 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_image(_args: argparse.Namespace) -> int:
+def cmd_image(args: argparse.Namespace) -> int:
+    profiles = [config.load_profile(host) for host in args.host]  # bad input before any build
     with signals.cancellable(IMAGE_DEADLINE):
         golden = ensure_golden(GoldenRecipe())
         log.info(f"golden image: {golden.disk}")
+        for profile in profiles:
+            if profile.package_layer:
+                layered = ensure_golden(packagelayer.golden_recipe(profile.package_layer))
+                log.info(f"golden image with {profile.name}'s package layer: {layered.disk}")
+            else:
+                log.info(f"{profile.name} declares no package layer: it boots the golden image")
         log.info(f"caddy tarball: {ensure_caddy_tarball(CaddyRecipe())}")
     return ExitCode.OK
 

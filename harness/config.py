@@ -30,7 +30,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from harness import paths, plays
+from harness import packagelayer, paths, plays
 from harness.errors import BadInput
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
@@ -93,6 +93,8 @@ class Profile:
     idempotence_allow: tuple[Allowance, ...] = ()
     # State paths allowed to differ across the reboot.
     reboot_diff_allow: tuple[Allowance, ...] = ()
+    # Packages installed into this profile's golden image at build time (harness.packagelayer).
+    package_layer: tuple[str, ...] = ()
 
     @property
     def needs_caddy(self) -> bool:
@@ -372,6 +374,18 @@ def _host(value: str, info: ValidationInfo) -> str:
     return value
 
 
+def _layer_package(value: str, info: ValidationInfo) -> str:
+    layout = _context(info).layout
+    if not packagelayer.PACKAGE_NAME.match(value):
+        raise _problem(f"{value!r} is not a Debian package name")
+    if value not in packagelayer.installable(layout.roles, layout.inventory):
+        raise _problem(
+            f"{value!r} is installed by no role and listed by no inventory variable: the layer "
+            "may only hold what the roles install anyway, or it would hide a missing install"
+        )
+    return value
+
+
 def _between(low: int, high: int) -> Callable[[int], int]:
     def check(value: int) -> int:
         if not low <= value <= high:
@@ -454,6 +468,9 @@ class _ProfileFile(_Schema):
     vcpus: Annotated[int, AfterValidator(_between(1, 64))] = 2
     idempotence_allow: list[_TaskAllowance] = []
     reboot_diff_allow: list[_PathAllowance] = []
+    package_layer: Annotated[
+        list[Annotated[str, AfterValidator(_layer_package)]], AfterValidator(_unique())
+    ] = []
 
 
 class _TierMeta(_Schema):
@@ -586,6 +603,7 @@ def load_profile(name: str, directory: Path | None = None, *, layout: Layout | N
         vcpus=model.vcpus,
         idempotence_allow=tuple(Allowance(a.task, a.reason) for a in model.idempotence_allow),
         reboot_diff_allow=tuple(Allowance(a.path, a.reason) for a in model.reboot_diff_allow),
+        package_layer=tuple(model.package_layer),
     )
 
 

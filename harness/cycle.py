@@ -21,6 +21,7 @@ from harness import (
     idempotence,
     log,
     matrix,
+    packagelayer,
     paths,
     preflight,
     runvars,
@@ -32,7 +33,7 @@ from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.download import download_verified
 from harness.image.golden import GoldenImage, ensure_golden
-from harness.image.recipe import CaddyRecipe, GoldenRecipe
+from harness.image.recipe import CaddyRecipe
 from harness.machine import Machine
 from harness.provision import MachineRequest
 from harness.run import Keep, Run, RunSpec
@@ -74,6 +75,8 @@ class CycleOptions:
     idempotence: bool = True
     # The guest's vCPUs, overriding the profile's (see accel.guest_vcpus).
     vcpus: int | None = None
+    # Boot the profile's layered golden image (harness.packagelayer), if it declares a layer.
+    package_layer: bool = True
 
 
 def resolve(
@@ -115,7 +118,9 @@ def images(
             log.info("a downloaded image boots through its own firmware and GRUB")
             boot = BootMode.FIRMWARE
     else:
-        golden = ensure_golden(GoldenRecipe())
+        golden = ensure_golden(
+            packagelayer.golden_recipe(profile.package_layer, enabled=options.package_layer)
+        )
     caddy = ensure_caddy_tarball(CaddyRecipe()) if runvars.wants_caddy_archive(profile, tier) else None
     return golden, caddy, boot
 
@@ -165,6 +170,12 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
             with summary.phase("image", sut=False):
                 run.mark("image")
                 golden, caddy, boot = images(options, profile, tier)
+                layer = packagelayer.describe(
+                    profile.package_layer, options.package_layer and not options.image_url
+                )
+                if layer:
+                    log.info(layer)
+                    summary.notes.append(layer)
             with summary.phase("boot", sut=True):
                 run.mark("boot")
                 summary.accel, summary.boot_mode, summary.vcpus = chosen.value, boot.value, vcpus
