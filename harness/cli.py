@@ -184,7 +184,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
 def cmd_cycle(args: argparse.Namespace) -> int:
     options = _options(args, _keep_policy(args), tuple(args.override))
     with signals.cancellable(options.deadline):
-        summary = cycle.run_cycle(options)
+        summary = cycle.run_cycle_retrying(options)
     log.info(f"PASS: {summary.host} with certs {summary.tier} in {summary.total_s:.0f}s")
     return ExitCode.OK
 

@@ -8,7 +8,7 @@ to decide; cancellation and the global deadline are :mod:`harness.signals`' (the
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +19,7 @@ from harness import (
     config,
     hoststate,
     idempotence,
+    liveness,
     log,
     matrix,
     packagelayer,
@@ -26,6 +27,7 @@ from harness import (
     preflight,
     runvars,
     statediff,
+    transient,
     verify,
     virt,
 )
@@ -268,6 +270,33 @@ def run_cycle(options: CycleOptions) -> Summary:
         else:
             summary.notes.append("idempotence: skipped (--no-idempotence)")
     return summary
+
+
+# A cycle whose guest a known emulator fault killed (liveness.EmulatorFault: multi-threaded
+# TCG running a stale translation of the kernel's live code patching) is run again from a new
+# VM, this often. The dead run is never kept; the second run is judged as any other.
+CYCLE_EMULATOR_RETRIES = 1
+
+
+def run_cycle_retrying(options: CycleOptions, one: Callable[[CycleOptions], Summary] = run_cycle) -> Summary:
+    """:func:`run_cycle`, once more from scratch (logged and counted with ``↻``) if the first
+    run's guest died of a known emulator fault under TCG; any other failure is final."""
+
+    def attempt() -> Summary:
+        try:
+            return one(options)
+        except liveness.EmulatorFault as fault:
+            if accel.choose(options.accel)[0] is not accel.Accel.TCG:
+                raise  # under KVM the CPU keeps code coherent: the same oops is the guest's own
+            raise transient.Transient(transient.Kind.EMULATOR, fault.message) from fault
+
+    return transient.retrying(
+        attempt,
+        what=f"the cycle of {options.host}/{options.certs}",
+        retries=CYCLE_EMULATOR_RETRIES,
+        interval=1.0,
+        attempt_timeout=options.deadline,
+    )
 
 
 def state_diff(vm: Machine, before: statediff.State, summary: Summary) -> None:

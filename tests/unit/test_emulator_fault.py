@@ -6,14 +6,18 @@ an int3 oops in the network receive path as systemd-networkd came up, under mult
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from harness import liveness, machine, transient
+from harness import cycle, liveness, machine, transient
+from harness.cycle import CycleOptions
+from harness.errors import VerificationFailed
 from harness.liveness import EmulatorFault, GuestDead, Watch
 from harness.machine import Machine
 from harness.state import MachineState, RunState
+from harness.summary import Summary
 
 INT3_OOPS = """\
 [   19.517654] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
@@ -104,3 +108,56 @@ def test_a_second_emulator_fault_in_a_row_gives_up_naming_it(
     with pytest.raises(transient.TransientPersisted, match="Oops: int3"):
         a_machine(tmp_path, "tcg").wait_for_ssh(timeout=5)
     assert len(boots["restarts"]) == machine.EMULATOR_RETRIES + 1
+
+
+# -- a whole cycle killed by the emulator runs again from a new VM -----------------------------
+
+
+def cycle_that_dies(deaths: list[BaseException]) -> tuple[list[int], Callable[[CycleOptions], Summary]]:
+    calls: list[int] = []
+
+    def one(options: CycleOptions) -> Summary:
+        calls.append(1)
+        if len(calls) <= len(deaths):
+            raise deaths[len(calls) - 1]
+        return Summary(run_id="0badf00d", host=options.host, tier=options.certs)
+
+    return calls, one
+
+
+OPTIONS = CycleOptions(host="askari", certs="internal", accel="tcg")
+INT3_DEATH = EmulatorFault("the guest died during playbook site.yml: Kernel panic (after 'Oops: int3')")
+
+
+def test_a_cycle_whose_guest_the_emulator_killed_runs_again_once_counted() -> None:
+    transient.reset_retries()
+    calls, one = cycle_that_dies([INT3_DEATH])
+    summary = cycle.run_cycle_retrying(OPTIONS, one)
+    assert summary.run_id == "0badf00d" and len(calls) == 2
+    assert [r.kind for r in transient.recorded_retries()] == [transient.Kind.EMULATOR]
+    transient.reset_retries()
+
+
+def test_a_second_emulator_death_is_a_harness_error_naming_it() -> None:
+    _calls, one = cycle_that_dies([INT3_DEATH, INT3_DEATH])
+    with pytest.raises(transient.TransientPersisted, match="2 times in a row"):
+        cycle.run_cycle_retrying(OPTIONS, one)
+    transient.reset_retries()
+
+
+@pytest.mark.parametrize(
+    "death",
+    [GuestDead("the guest cannot boot: Kernel panic - not syncing: VFS"), VerificationFailed("port dead")],
+)
+def test_any_other_failure_of_a_cycle_is_final(death: BaseException) -> None:
+    calls, one = cycle_that_dies([death])
+    with pytest.raises(type(death)):
+        cycle.run_cycle_retrying(OPTIONS, one)
+    assert len(calls) == 1
+
+
+def test_under_kvm_the_same_oops_is_the_guest_s_own_and_final() -> None:
+    calls, one = cycle_that_dies([INT3_DEATH])
+    with pytest.raises(EmulatorFault):
+        cycle.run_cycle_retrying(CycleOptions(host="askari", certs="internal", accel="kvm"), one)
+    assert len(calls) == 1
