@@ -1,5 +1,6 @@
 """The package layer: a profile's heaviest Debian packages installed into its golden image at
-build time, so a cold apply finds them present instead of unpacking them under emulation.
+build time (with their Recommends, as the roles' apt tasks install them), so a cold apply
+finds them present instead of unpacking them under emulation.
 
 Under TCG the biggest share of a cold apply is dpkg: `docker_host : Install Docker` alone is
 about 45 % of askari's (313 of 710 s on 2026-12-02). At image build time the same packages are
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.image.recipe import GOLDEN_PACKAGES, GoldenRecipe
+from harness.image.recipe import GoldenRecipe
 
 # Debian policy: lower case letters, digits, + - . ; at least two characters, a letter or digit first.
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -83,8 +84,7 @@ def golden_recipe(package_layer: tuple[str, ...], *, enabled: bool = True) -> Go
     """The golden image to boot: the plain one, or the plain one with ``package_layer``."""
     if not enabled or not package_layer:
         return GoldenRecipe()
-    extra = tuple(p for p in dict.fromkeys(package_layer) if p not in GOLDEN_PACKAGES)
-    return GoldenRecipe(packages=GOLDEN_PACKAGES + extra)
+    return GoldenRecipe(layer=tuple(dict.fromkeys(package_layer)))
 
 
 def describe(package_layer: tuple[str, ...], used: bool) -> str | None:

@@ -108,6 +108,7 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
                     packages=recipe.packages,
                     essential_hooks=(f"sync-in {_stage(golden_early_files(recipe), work / 'early')} /",),
                     customize_hooks=(
+                        *_layer_hooks(recipe, work),
                         f"sync-in {_stage(golden_files(recipe), work / 'files')} /",
                         str(bootstrap.write_hook(work / "customize.sh", GOLDEN_CUSTOMIZE)),
                     ),
@@ -142,6 +143,13 @@ def _build(recipe: GoldenRecipe, out: Path) -> None:
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     size = (out / DISK).stat().st_size
     log.info(f"golden image {key}: {size / 2**20:.0f} MiB qcow2, kernel {version}")
+
+
+def _layer_hooks(recipe: GoldenRecipe, work: Path) -> tuple[str, ...]:
+    """The package layer's hook, first of the customize hooks (before the files and the
+    clean-up that every clone relies on), or none."""
+    hook = recipe.layer_hook()
+    return (str(bootstrap.write_hook(work / "layer.sh", hook)),) if hook else ()
 
 
 def _stage(files: Mapping[str, str], stage: Path) -> Path:

@@ -60,6 +60,9 @@ class GoldenRecipe:
     packages: tuple[str, ...] = GOLDEN_PACKAGES
     disk_size: str = "10G"
     cmdline: str = KERNEL_CMDLINE
+    # A profile's package layer (harness.packagelayer): installed after the rest as the roles'
+    # apt tasks would install them, Recommends included (see layer_hook).
+    layer: tuple[str, ...] = ()
 
     def key(self) -> str:
         """Short sha256 over the fields, the files written into the image and the build script."""
@@ -85,6 +88,21 @@ class GoldenRecipe:
             )
         unit = 1024**3 if match.group(2) == "G" else 1024**2
         return int(match.group(1)) * unit
+
+    def layer_hook(self) -> str | None:
+        """The customize hook that installs the layer, or None without one. mmdebstrap's
+        ``--include`` leaves Recommends out, while apt (and so Ansible's apt module) installs
+        them: ``docker.io`` without its Recommends has no ``docker`` command (``docker-cli``).
+        The layer must hold what the role's task would have installed, no less."""
+        if not self.layer:
+            return None
+        for name in self.layer:
+            if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", name):
+                raise BadInput(f"package layer: {name!r} is not a Debian package name")
+        return (
+            '#!/bin/sh\nset -eu\nchroot "$1" env DEBIAN_FRONTEND=noninteractive '
+            f"apt-get install --yes --install-recommends {' '.join(self.layer)}\n"
+        )
 
     def apt_sources(self) -> list[str]:
         """One-line sources for mmdebstrap: the release, its updates and its security fixes."""

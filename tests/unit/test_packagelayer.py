@@ -79,9 +79,11 @@ def test_a_package_listed_twice_is_refused(tmp_path: Path) -> None:
 
 def test_a_layer_is_a_golden_image_of_its_own_and_off_is_the_plain_one() -> None:
     plain = GoldenRecipe()
-    layered = packagelayer.golden_recipe(("docker.io", "python3", "docker.io"))
-    assert layered.packages == (*GOLDEN_PACKAGES, "docker.io")  # once, and no golden package twice
+    layered = packagelayer.golden_recipe(("docker.io", "nftables", "docker.io"))
+    assert layered.packages == GOLDEN_PACKAGES  # the plain image's packages, untouched
+    assert layered.layer == ("docker.io", "nftables")  # once each
     assert layered.key() != plain.key()
+    assert plain.layer_hook() is None
     assert packagelayer.golden_recipe(("docker.io",), enabled=False) == plain
     assert packagelayer.golden_recipe(()) == plain
 
@@ -92,3 +94,17 @@ def test_the_summary_says_which_image_the_run_booted() -> None:
     off = packagelayer.describe(("docker.io",), used=False)
     assert on is not None and on.startswith("package layer: docker.io in the golden image")
     assert off is not None and off.startswith("package layer off:")
+
+
+def test_the_layer_is_installed_with_its_recommends_as_the_roles_apt_tasks_do() -> None:
+    # 2026-12-02: --include left docker-cli (a Recommends of docker.io) out, the role's task
+    # found docker.io present, and `docker import` failed: no docker command.
+    hook = packagelayer.golden_recipe(("docker.io", "nftables")).layer_hook()
+    assert hook is not None
+    assert 'chroot "$1" env DEBIAN_FRONTEND=noninteractive apt-get install --yes --install-recommends' in hook
+    assert hook.rstrip().endswith("docker.io nftables")
+
+
+def test_a_layer_name_that_could_be_a_shell_word_is_refused_at_the_recipe_too() -> None:
+    with pytest.raises(BadInput, match="not a Debian package name"):
+        GoldenRecipe(layer=("docker.io; reboot",)).layer_hook()
