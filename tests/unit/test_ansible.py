@@ -28,12 +28,8 @@ def rendered(tmp_path: Path) -> RenderedInventory:
 
 
 def extra_files(tmp_path: Path) -> list[Path]:
-    return [
-        paths.OVERRIDES_DIR / "askari.yml",
-        paths.CERTS_DIR / "internal.yml",
-        tmp_path / "mine.yml",
-        tmp_path / "run" / "harness-vars.yml",
-    ]
+    return [paths.OVERRIDES_DIR / "askari.yml", paths.CERTS_DIR / "internal.yml",
+            tmp_path / "mine.yml", tmp_path / "run" / "harness-vars.yml"]
 
 
 def option_values(argv: list[str], option: str) -> list[str]:
@@ -138,19 +134,10 @@ def test_the_timing_callback_records_every_task_with_its_wall_time(tmp_path: Pat
     playbook = tmp_path / "timed.yml"
     playbook.write_text(PLAYBOOK, encoding="utf-8")
     sink = tmp_path / "tasks.jsonl"
-    argv = [
-        "ansible-playbook",
-        "-i",
-        "localhost,",
-        "-c",
-        "local",
-        "-e",
-        f"ansible_python_interpreter={sys.executable}",
-        str(playbook),
-    ]
-    result = proc.run(
-        argv, env={**ansible.ANSIBLE_ENV, **ansible.timing_env(sink)}, cwd=paths.REPO, quiet=True
-    )
+    argv = ["ansible-playbook", "-i", "localhost,", "-c", "local",
+            "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)]
+    result = proc.run(argv, env={**ansible.ANSIBLE_ENV, **ansible.timing_env(sink)}, cwd=paths.REPO,
+                      quiet=True)
     assert result.returncode == 0
     times = ansible.task_times(sink)
     assert times[0].task == "Slow task", times  # slowest first
@@ -302,7 +289,6 @@ def test_a_step_that_applies_returns(
     replay(monkeypatch, "ok")
     ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], **step_files)
     assert transient.retry_count() == 0
-
 
 def a_console(tmp_path: Path) -> Path:
     console = tmp_path / "console.log"
