@@ -43,7 +43,7 @@ def choose(override: str | None = None) -> tuple[Accel, str]:
     return detect()
 
 
-def guest_vcpus(accel: Accel, profile_vcpus: int, override: int | None = None) -> tuple[int, str]:
+def guest_vcpus(profile_vcpus: int, override: int | None = None) -> tuple[int, str]:
     """How many vCPUs the guest gets, and why: ``override`` if given, else the profile's."""
     if override is not None:
         if override < 1:

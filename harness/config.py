@@ -32,6 +32,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from harness import packagelayer, paths, plays
 from harness.errors import BadInput
+from harness.image.recipe import PACKAGE_NAME
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 TIER_META_KEY = "boma_tier"
@@ -376,7 +377,7 @@ def _host(value: str, info: ValidationInfo) -> str:
 
 def _layer_package(value: str, info: ValidationInfo) -> str:
     layout = _context(info).layout
-    if not packagelayer.PACKAGE_NAME.match(value):
+    if not PACKAGE_NAME.match(value):
         raise _problem(f"{value!r} is not a Debian package name")
     if value not in packagelayer.installable(layout.roles, layout.inventory):
         raise _problem(

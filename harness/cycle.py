@@ -163,7 +163,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
             with summary.phase("preflight", sut=False):
                 chosen, why = accel.choose(options.accel)
                 log.info(f"accelerator: {chosen.value} ({why})")
-                vcpus, why_vcpus = accel.guest_vcpus(chosen, profile.vcpus, options.vcpus)
+                vcpus, why_vcpus = accel.guest_vcpus(profile.vcpus, options.vcpus)
                 log.info(f"guest vCPUs: {vcpus} ({why_vcpus})")
                 preflight.check_tools(with_image_build=options.image_url is None)
                 preflight.ensure_libvirt(options.uri)

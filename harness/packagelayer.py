@@ -25,8 +25,6 @@ import yaml
 
 from harness.image.recipe import GoldenRecipe
 
-# Debian policy: lower case letters, digits, + - . ; at least two characters, a letter or digit first.
-PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 APT_MODULES = frozenset({"apt", "ansible.builtin.apt"})
 PACKAGE_LIST_KEY = re.compile(r"_packages$")
 

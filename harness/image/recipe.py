@@ -18,6 +18,8 @@ from harness.errors import BadInput
 
 RECIPE_VERSION = 1
 KEY_LENGTH = 12
+# Debian policy: lower case letters, digits, + - . ; at least two characters, a letter or digit first.
+PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBIAN_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
@@ -97,7 +99,7 @@ class GoldenRecipe:
         if not self.layer:
             return None
         for name in self.layer:
-            if not re.match(r"^[a-z0-9][a-z0-9+.-]+$", name):
+            if not PACKAGE_NAME.match(name):
                 raise BadInput(f"package layer: {name!r} is not a Debian package name")
         return (
             '#!/bin/sh\nset -eu\nchroot "$1" env DEBIAN_FRONTEND=noninteractive '

@@ -86,15 +86,14 @@ def test_bad_override_is_bad_input(monkeypatch: pytest.MonkeyPatch, source: str)
     assert caught.value.hint == "use kvm or tcg"
 
 
-def test_vcpus_override_wins_under_either_accelerator() -> None:
-    for chosen in Accel:
-        assert accel.guest_vcpus(chosen, 4, 3) == (3, "chosen by --vcpus")
+def test_vcpus_override_wins() -> None:
+    assert accel.guest_vcpus(4, 3) == (3, "chosen by --vcpus")
 
 
 def test_vcpus_override_below_one_is_bad_input() -> None:
     with pytest.raises(BadInput, match="at least 1"):
-        accel.guest_vcpus(Accel.TCG, 2, 0)
+        accel.guest_vcpus(2, 0)
 
 
-def test_under_kvm_the_guest_gets_the_profile_s_vcpus() -> None:
-    assert accel.guest_vcpus(Accel.KVM, 4) == (4, "the profile's")
+def test_without_an_override_the_guest_gets_the_profile_s_vcpus() -> None:
+    assert accel.guest_vcpus(4) == (4, "the profile's")
