@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from harness import (
+    aptcache,
     config,
     cycle,
     idempotence,
@@ -56,6 +57,11 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
         "--no-package-layer",
         action="store_true",
         help="boot the plain golden image even if the profile declares a package layer (a fresh host)",
+    )
+    p.add_argument(
+        "--open-network",
+        action="store_true",
+        help="QEMU's user-mode network (the controller's whole network) instead of the hermetic one",
     )
     p.add_argument(
         "--boot",
@@ -153,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
     p.add_argument("--force", action="store_true", help="also remove runs whose owner is still alive")
     p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    p.add_argument(
+        "--cache", action="store_true", help="also empty the package cache (unless a run is using it)"
+    )
     return parser
 
 
@@ -178,6 +187,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         idempotence=not getattr(args, "no_idempotence", False),
         vcpus=args.vcpus,
         package_layer=not args.no_package_layer,
+        open_network=args.open_network,
     )
 
 
@@ -411,6 +421,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     with signals.cancellable(), signals.shielded():
         refused, failed = _prune_runs(args)
         failed += _prune_leftovers(args)
+        if args.cache and args.dry_run:
+            shared = aptcache.shared_dir()
+            print(f"would empty the package cache {shared} ({aptcache.size_mib(shared)} MiB)")
+        elif args.cache:
+            failed += aptcache.empty()
     for line in refused:
         log.warn(f"{line}: not removed (--force removes it anyway)")
     if failed:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness import (
     accel,
+    aptcache,
     config,
     hoststate,
     idempotence,
@@ -79,6 +80,7 @@ class CycleOptions:
     vcpus: int | None = None
     # Boot the profile's layered golden image (harness.packagelayer), if it declares a layer.
     package_layer: bool = True
+    open_network: bool = False  # QEMU's user-mode network even where the tier allows hermetic
 
 
 def resolve(
@@ -181,6 +183,9 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
             with summary.phase("boot", sut=True):
                 run.mark("boot")
                 summary.accel, summary.boot_mode, summary.vcpus = chosen.value, boot.value, vcpus
+                network = run.network_plan(tier, force_open=options.open_network)
+                summary.network = {"mode": network.mode, "egress": [e.describe() for e in network.egress]}
+                summary.notes.append(network.describe())
                 machine = run.add_machine(
                     MachineRequest(
                         name=profile.name,
@@ -189,6 +194,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                         direct_boot=direct_boot(golden, boot, options.kernel_append),
                         golden=golden,
                         vcpus=vcpus,
+                        network=network,
                     )
                 )
                 run.admitted()
@@ -224,6 +230,10 @@ def recorded(summary: Summary) -> Iterator[None]:
         raise
     finally:
         if summary.verdict != "bad-input" and out.is_dir():
+            cache = aptcache.stats(out / aptcache.ARTIFACTS_NAME)
+            if cache is not None:
+                summary.package_cache = cache.as_json()
+                summary.notes.append(cache.describe())
             # Everything the run wrote, not only the evidence bundle, is scrubbed of secrets.
             scrub_tree(out)
             log.info(f"summary ({summary.verdict}):\n{summary.table()}")

@@ -410,6 +410,10 @@ class Machine:
             self.artifacts / label,
             reason=reason,
         )
+        for name in ("relay.log", "passt.log"):  # the hermetic network's side of the story
+            source = self.dir / "net" / name
+            if source.is_file():
+                shutil.copyfile(source, bundle / name)
         if self.run.pebble_dir:  # the controller-side CA's view of the issuance
             for name in ("pebble.log", "challtestsrv.log"):
                 source = Path(self.run.pebble_dir) / name

@@ -146,15 +146,18 @@ def _directory_answers(port: int, ca_cert: Path) -> None:
         raise NotYet(f"GET /dir answered HTTP {status}")
 
 
-def start(directory: Path, *, http_port: int, tls_port: int) -> PebbleRun:
+def start(directory: Path, *, http_port: int, tls_port: int, acme_port: int | None = None) -> PebbleRun:
     """Start challtestsrv (mock DNS) and Pebble; return once Pebble's directory answers.
 
     If either program exits first, or Pebble does not answer in time, the error carries the end
-    of both logs and everything started is stopped and removed.
+    of both logs and everything started is stopped and removed. ``acme_port``: Pebble's own
+    port, chosen before the machine's network was made (a hermetic guest reaches only the
+    ports declared when its relay started).
     """
     directory.mkdir(parents=True, exist_ok=True)
     _make_tls(directory)
-    acme, management, dns, dns_mgmt = free_loopback_ports(4)
+    management, dns, dns_mgmt = free_loopback_ports(3)
+    acme = acme_port or free_loopback_ports(1)[0]
     config = {
         "pebble": {
             "listenAddress": f"127.0.0.1:{acme}",

@@ -51,6 +51,10 @@ PACKAGE_OF: Mapping[str, str] = {
     "mount": "mount",
     "setfacl": "acl",
     "umount": "mount",
+    "passt": "passt",
+    "ip": "iproute2",
+    "apt-cacher-ng": "apt-cacher-ng",
+    "flock": "util-linux",
 }
 
 STDERR_TAIL_LINES = 20

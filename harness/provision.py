@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import config, inventory, log, paths, proc, seed, ssh, virt
+from harness import config, guestnet, inventory, log, paths, proc, seed, ssh, virt
 from harness.accel import Accel
 from harness.image.golden import GoldenImage
 from harness.machine import Machine
@@ -30,6 +30,7 @@ class MachineRequest:
     direct_boot: DirectBoot | None
     golden: GoldenImage
     vcpus: int | None = None  # None: the profile's
+    network: guestnet.Plan = guestnet.OPEN_NETWORK
 
 
 def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | None) -> Machine:
@@ -55,11 +56,20 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
         ports=ports,
         golden=str(request.golden.disk),
         artifacts=str(artifacts),
+        network=request.network.mode,
+        egress={e.name: e.port for e in request.network.egress},
     )
     run.machines.append(state)
     run.save()
     machine = Machine(run, state)
     _write_files(machine, request, qemu)
+    forwards = (virt.Forward(ssh_port, 22), *(virt.Forward(hp, int(gp)) for gp, hp in ports.items()))
+    passt_socket = None
+    if request.network.hermetic:
+        relay = guestnet.start_relay(machine_dir / "net", forwards, request.network.egress, qemu)
+        state.relay_pid = relay.pid
+        run.save()
+        passt_socket = relay.socket
     spec = virt.DomainSpec(
         name=state.domain,
         memory_mib=profile.memory_mib,
@@ -68,10 +78,7 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
         disk=machine_dir / "overlay.qcow2",
         seed=machine_dir / "seed.iso",
         console_log=machine.console_log,
-        forwards=(
-            virt.Forward(ssh_port, 22),
-            *(virt.Forward(hp, int(gp)) for gp, hp in ports.items()),
-        ),
+        forwards=forwards,
         metadata=(
             ("run", run.run_id),
             ("machine", request.name),
@@ -83,11 +90,13 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
             ("owner_node", str(run.owner["node"])),
         ),
         direct_boot=request.direct_boot,
+        passt_socket=passt_socket,
     )
     with virt.connect(run.uri) as conn:
         virt.define_and_start(conn, spec)
-    forwards = ", ".join(f"127.0.0.1:{hp}→{gp}" for gp, hp in [("22", ssh_port), *ports.items()])
-    log.info(f"started {state.domain} ({state.accel}, {state.boot} boot; {forwards})")
+    shown = ", ".join(f"127.0.0.1:{hp}→{gp}" for gp, hp in [("22", ssh_port), *ports.items()])
+    log.info(f"started {state.domain} ({state.accel}, {state.boot} boot; {shown})")
+    log.info(request.network.describe())
     log.info(f"serial console: {machine.console_log}")
     return machine
 
@@ -97,7 +106,11 @@ def _write_files(machine: Machine, request: MachineRequest, qemu: tuple[int, int
     public_key = ssh.keygen(machine.key, comment=f"boma-run-{machine.run.run_id}")
     iso = directory / "seed.iso"
     seed.write_seed(
-        iso, instance_id=f"boma-{machine.run.run_id}-{st.name}", hostname=st.domain, public_key=public_key
+        iso,
+        instance_id=f"boma-{machine.run.run_id}-{st.name}",
+        hostname=st.domain,
+        public_key=public_key,
+        apt_proxy=request.network.apt_proxy,
     )
     overlay = directory / "overlay.qcow2"
     proc.run(

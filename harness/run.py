@@ -31,10 +31,26 @@ from types import TracebackType
 
 import libvirt
 
-from harness import config, lock, log, owner, paths, pebble, proc, provision, runvars, signals, teardown, virt
+from harness import (
+    aptcache,
+    config,
+    guestnet,
+    lock,
+    log,
+    owner,
+    paths,
+    pebble,
+    proc,
+    provision,
+    runvars,
+    signals,
+    teardown,
+    virt,
+)
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.liveness import GuestDead
 from harness.machine import Machine
+from harness.ports import free_loopback_port
 from harness.private import make_private_dir, qemu_owner
 from harness.state import STATE_FILE, RunState, Status, all_runs, new_run_id, run_dirs
 
@@ -149,6 +165,7 @@ class Run:
         self._resources = ExitStack()  # what teardown removes
         self._state: RunState | None = None
         self.qemu: tuple[int, int] | None = None  # who its disks are handed to (see private)
+        self._pebble_port: int | None = None  # chosen with the network plan, taken by Pebble
 
     @property
     def state(self) -> RunState:
@@ -215,6 +232,22 @@ class Run:
         self.machines.append(machine)
         return machine
 
+    def network_plan(self, tier: config.CertTier, *, force_open: bool) -> guestnet.Plan:
+        """The machines' network, and what it needs started first: on a hermetic network the
+        package cache, and the port Pebble will take (the relay allows only what it is told)."""
+        if config.Need.INTERNET in tier.needs or force_open:
+            return guestnet.plan_for(tier, (), force_open=force_open)
+        state = self.state
+        log_dir = state.artifacts_dir / aptcache.ARTIFACTS_NAME
+        cache = aptcache.start(state.dir, log_dir)
+        state.cache_pid, state.cache_port, state.cache_log = cache.pid, cache.port, str(log_dir)
+        state.save()
+        egress = [guestnet.Egress(guestnet.PACKAGE_CACHE, cache.port)]
+        if tier.pebble:
+            self._pebble_port = free_loopback_port()
+            egress.append(guestnet.Egress(guestnet.PEBBLE, self._pebble_port))
+        return guestnet.plan_for(tier, tuple(egress))
+
     def prepare_tier(self, tier: config.CertTier, caddy_archive: Path | None, machine: Machine) -> None:
         """What the tier needs from the controller (Pebble for acme-local) and the run's
         overlays (``harness-vars.yml``, the 0600 ``secrets.yml``)."""
@@ -224,6 +257,7 @@ class Run:
                 state.dir / "pebble",
                 http_port=machine.state.host_port(80),
                 tls_port=machine.state.host_port(443),
+                acme_port=self._pebble_port,
             )
             state.pebble_pids, state.pebble_dir = list(started.pids), str(started.directory)
             state.save()

@@ -52,6 +52,9 @@ class MachineState:
     golden: str
     artifacts: str
     boot_ids: list[str] = field(default_factory=list)
+    network: str = "open"  # harness.guestnet: "hermetic" (passt and the relay) or "open" (user-mode)
+    relay_pid: int = 0  # the hermetic network's relay, which also holds the forwards
+    egress: dict[str, int] = field(default_factory=dict)  # what a hermetic guest may reach: name → port
 
     def host_port(self, guest_port: int) -> int:
         return self.ports[str(guest_port)]
@@ -75,6 +78,9 @@ class RunState:
     # Services the run started on the controller (the acme-local tier's Pebble).
     pebble_pids: list[int] = field(default_factory=list)
     pebble_dir: str = ""
+    cache_pid: int = 0  # the run's apt-cacher-ng (harness.aptcache), for a hermetic network
+    cache_port: int = 0
+    cache_log: str = ""  # its transfer log's folder, in the run's artifacts
     created: float = field(default_factory=time.time)
 
     @property

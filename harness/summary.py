@@ -36,6 +36,9 @@ class Summary:
     # (harness.idempotence), and what the reboot changed in the host's state (harness.statediff).
     idempotence: dict[str, object] | None = None
     state_diff: dict[str, object] | None = None
+    # The guest's network (harness.guestnet) and, on a hermetic one, what its package cache did.
+    network: dict[str, object] = field(default_factory=dict)
+    package_cache: dict[str, int] | None = None
     sut_phases: list[str] = field(default_factory=list)  # the rest of the total is overhead
     started: float = field(default_factory=time.time)
     total_s: float = 0.0

@@ -11,24 +11,39 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness import log, pebble, proc, virt
+from harness import aptcache, guestnet, log, pebble, proc, virt
 from harness.errors import HarnessError
 from harness.state import STATE_FILE, RunState, Status
 
 
-def stop_services(run: RunState) -> list[str]:
-    """Stop what the run started on the controller (Pebble) and forget it."""
-    if not run.pebble_pids:
-        return []
-    try:
-        pebble.stop(run.pebble_pids, Path(run.pebble_dir) if run.pebble_dir else None)
-    except (HarnessError, OSError) as exc:
-        return [f"Pebble (pids {run.pebble_pids}): {exc}"]
-    log.info("stopped Pebble and removed its state")
-    run.pebble_pids = []
+def stop_services(run: RunState, *, network: bool = False) -> list[str]:
+    """Stop what the run started on the controller (Pebble, the package cache) and forget it;
+    with ``network``, the machines' relays too (which carry their SSH: only when they go)."""
+    problems = []
+    if run.pebble_pids:
+        try:
+            pebble.stop(run.pebble_pids, Path(run.pebble_dir) if run.pebble_dir else None)
+            log.info("stopped Pebble and removed its state")
+            run.pebble_pids = []
+        except (HarnessError, OSError) as exc:
+            problems.append(f"Pebble (pids {run.pebble_pids}): {exc}")
+    if run.cache_pid:
+        try:
+            aptcache.stop(run.cache_pid)
+            log.info("stopped the run's package cache")
+            run.cache_pid = 0
+        except (HarnessError, OSError) as exc:
+            problems.append(f"package cache (pid {run.cache_pid}): {exc}")
+    for machine in run.machines if network else []:
+        if machine.relay_pid:
+            try:
+                guestnet.stop_relay(machine.relay_pid)
+                machine.relay_pid = 0
+            except (HarnessError, OSError) as exc:
+                problems.append(f"network relay of {machine.name} (pid {machine.relay_pid}): {exc}")
     if run.dir.is_dir():
         run.save()
-    return []
+    return problems
 
 
 def remove_domains(run: RunState) -> list[str]:
@@ -94,7 +109,7 @@ def teardown(run: RunState) -> list[str]:
         run.status = Status.TEARING_DOWN
         run.save()
     problems = [
-        *stop_services(run),
+        *stop_services(run, network=True),
         *end_processes(run),
         *remove_domains(run),
     ]

@@ -55,12 +55,22 @@ class DomainSpec:
     forwards: tuple[Forward, ...]
     metadata: tuple[tuple[str, str], ...]
     direct_boot: DirectBoot | None = None
+    passt_socket: Path | None = None  # the hermetic network (harness.guestnet); None: user-mode
 
 
-def netdev_arg(forwards: tuple[Forward, ...]) -> str:
-    """QEMU user-mode network with every forward bound to loopback (the network rule)."""
-    fwds = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in forwards)
-    return f"user,id={NETDEV_ID}{fwds}"
+def netdev_args(forwards: tuple[Forward, ...], passt_socket: Path | None = None) -> list[str]:
+    """QEMU's ``-netdev`` and ``-device`` for the machine's one NIC.
+
+    With ``passt_socket`` (the hermetic network): a stream to passt's unix socket; the forwards
+    are then the relay's, not QEMU's. Without: QEMU's user-mode network with every forward
+    bound to loopback (the network rule).
+    """
+    if passt_socket is not None:
+        netdev = f"stream,id={NETDEV_ID},server=off,addr.type=unix,addr.path={passt_socket}"
+    else:
+        fwds = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in forwards)
+        netdev = f"user,id={NETDEV_ID}{fwds}"
+    return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev={NETDEV_ID},addr=0x9,bus=pcie.0"]
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -110,15 +120,10 @@ def domain_xml(spec: DomainSpec) -> str:
     rng = ET.SubElement(devices, "rng", {"model": "virtio"})
     ET.SubElement(rng, "backend", {"model": "random"}).text = "/dev/urandom"
     ET.SubElement(devices, "memballoon", {"model": "none"})
-    # libvirt 9.0 rejects the passt backend (docs/platform.md); user-mode networking is passed to QEMU
-    # directly, with no <interface>, so nothing but loopback forwards reaches the guest.
+    # libvirt 9.0 rejects the passt backend (docs/platform.md); the network is passed to QEMU
+    # directly, with no <interface>: passt's socket (hermetic) or user-mode with loopback forwards.
     cmdline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-    for arg in (
-        "-netdev",
-        netdev_arg(spec.forwards),
-        "-device",
-        f"virtio-net-pci,netdev={NETDEV_ID},addr=0x9,bus=pcie.0",
-    ):
+    for arg in netdev_args(spec.forwards, spec.passt_socket):
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", {"value": arg})
     return ET.tostring(dom, encoding="unicode")
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from harness import paths, preflight
+from harness import guestnet, paths, preflight, proc
 
 ROLE = Path(__file__).resolve().parents[2] / "roles" / "integration_test"
 
@@ -48,6 +48,12 @@ PROVIDER = {
     "mkfs.ext4": "e2fsprogs",
     "grub-mkimage": "grub-common",
 }
+
+
+def test_packages_bring_the_hermetic_networks_tools() -> None:
+    packages = set(defaults()["integration_test__packages"])
+    for tool in guestnet.TOOLS:
+        assert proc.PACKAGE_OF[tool] in packages, f"{tool} needs {proc.PACKAGE_OF[tool]} in integration_test__packages"
 
 
 def test_packages_bring_the_tools_preflight_requires() -> None:

@@ -19,13 +19,13 @@ FORWARDS = (virt.Forward(40022, 22), virt.Forward(40443, 443), virt.Forward(4008
 
 
 def spec(name: str = "boma-it-askari-0001", accel: Accel = Accel.TCG,
-         direct_boot: virt.DirectBoot | None = None) -> virt.DomainSpec:
+         direct_boot: virt.DirectBoot | None = None, passt_socket: Path | None = None) -> virt.DomainSpec:
     return virt.DomainSpec(
         name=name, memory_mib=1024, vcpus=2, accel=accel,
         disk=Path("/runs/0001/overlay.qcow2"), seed=Path("/runs/0001/seed.iso"),
         console_log=Path("/runs/0001/console.log"), forwards=FORWARDS,
         metadata=(("run", "0001"), ("host", "askari"), ("tier", "internal"), ("run_dir", "/runs/0001")),
-        direct_boot=direct_boot,
+        direct_boot=direct_boot, passt_socket=passt_socket,
     )
 
 
@@ -61,8 +61,12 @@ def test_kvm_passes_the_host_cpu_through() -> None:
     assert cpu.find("model") is None
 
 
+def netdev_of(args: list[str]) -> str:
+    return args[args.index("-netdev") + 1]
+
+
 def test_every_forward_binds_loopback_only() -> None:
-    netdev = virt.netdev_arg(FORWARDS)
+    netdev = netdev_of(virt.netdev_args(FORWARDS))
     found = [m.groupdict() for m in HOSTFWD.finditer(netdev)]
     assert netdev.count("hostfwd=") == len(found) == len(FORWARDS)
     assert {(int(f["hport"]), int(f["gport"])) for f in found} == {
@@ -74,8 +78,8 @@ def test_every_forward_binds_loopback_only() -> None:
 def test_the_domain_passes_that_netdev_and_no_libvirt_interface() -> None:
     root = parse(virt.domain_xml(spec()))
     args = qemu_args(root)
-    netdev = args[args.index("-netdev") + 1]
-    assert netdev == virt.netdev_arg(FORWARDS)
+    netdev = netdev_of(args)
+    assert netdev == netdev_of(virt.netdev_args(FORWARDS))
     assert [f["host"] for f in (m.groupdict() for m in HOSTFWD.finditer(netdev))] == ["127.0.0.1"] * 3
     device = args[args.index("-device") + 1]
     assert f"netdev={virt.NETDEV_ID}" in device
@@ -88,6 +92,18 @@ def test_no_address_but_loopback_appears_anywhere() -> None:
     xml = virt.domain_xml(spec())
     addresses = set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", xml))
     assert addresses == {"127.0.0.1"}
+
+
+def test_the_hermetic_domain_has_only_a_stream_to_passt() -> None:
+    """No user-mode network, so no forward and no NAT in QEMU: the relay holds the forwards."""
+    root = parse(virt.domain_xml(spec(passt_socket=Path("/runs/0001/askari/net/passt.socket"))))
+    args = qemu_args(root)
+    assert args.count("-netdev") == 1
+    assert netdev_of(args) == (
+        f"stream,id={virt.NETDEV_ID},server=off,addr.type=unix,addr.path=/runs/0001/askari/net/passt.socket"
+    )
+    assert "hostfwd" not in virt.domain_xml(spec(passt_socket=Path("/s")))
+    assert not re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", virt.domain_xml(spec(passt_socket=Path("/s"))))
 
 
 def test_serial_console_goes_to_the_run_file() -> None:

@@ -1,0 +1,237 @@
+"""The hermetic network's relay: one process per machine, with sockets in two network namespaces.
+
+Run as ``python -m harness.relay CONFIG.json`` by :mod:`harness.guestnet`, never by hand. It
+
+1. binds the machine's inbound forwards on the controller's ``127.0.0.1`` (SSH and the
+   published ports, as QEMU's user-mode network did);
+2. moves itself into a new network namespace that holds nothing but its loopback and a bridge
+   with no ports (passt needs an interface with a default route to copy the guest's address
+   from; the bridge is the one such device a kernel without the dummy module offers), with
+   every route out of it unreachable;
+3. starts passt inside that namespace, QEMU's side of it a unix socket (a file, so QEMU reaches
+   it from the controller's namespace): whatever the guest sends ends in a namespace where
+   nothing but this relay listens;
+4. listens, inside the namespace, on the egress ports the run allows (the guest reaches them as
+   its gateway's ports: passt maps the gateway to the namespace's loopback) and carries each
+   connection to the same port on the controller's loopback — and nowhere else.
+
+A socket keeps the namespace it was made in, so the relay makes every socket in the namespace
+it must live in (``setns`` applies to the calling thread only) and copies bytes between them.
+Each connection is one line of its log. It ends passt and itself on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+BRIDGE = "boma0"
+GUEST_ADDRESS = "10.0.2.15"  # what QEMU's user-mode network gave the guest: nothing else changes
+GATEWAY = "10.0.2.2"
+PREFIX = 24
+CHUNK = 65536
+READY_NAME = "ready"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def unshare_net() -> None:
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+
+
+def setns(fd: int) -> None:
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+
+
+@contextlib.contextmanager
+def inside(target: int, home: int) -> Iterator[None]:
+    """Run the block (this thread only) in the namespace ``target``, then back in ``home``."""
+    setns(target)
+    try:
+        yield
+    finally:
+        setns(home)
+
+
+def listener(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(64)
+    return sock
+
+
+def log(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(CHUNK):
+            dst.sendall(data)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)
+
+
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy both ways until both sides are done, then close both."""
+    back = threading.Thread(target=_pump, args=(b, a), daemon=True)
+    back.start()
+    _pump(a, b)
+    back.join()
+    a.close()
+    b.close()
+
+
+def connect_from(ns: int, home: int, port: int) -> socket.socket:
+    """A socket made in namespace ``ns``, connected to its ``127.0.0.1:port``."""
+    with inside(ns, home):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    try:
+        sock.connect(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
+
+
+def setup_namespace(run: Callable[..., object]) -> None:
+    """The namespace's devices and routes: loopback, the port-less bridge, no way out."""
+    for argv in (
+        ["ip", "link", "set", "lo", "up"],
+        ["ip", "link", "add", BRIDGE, "type", "bridge"],
+        ["ip", "link", "set", BRIDGE, "up"],
+        ["ip", "address", "add", f"{GUEST_ADDRESS}/{PREFIX}", "dev", BRIDGE],
+        ["ip", "route", "add", "default", "via", GATEWAY, "dev", BRIDGE],
+        # More specific than the default route, which passt only reads: every connection passt
+        # opens to anything but the namespace's own loopback fails at once.
+        ["ip", "route", "add", "unreachable", "0.0.0.0/1"],
+        ["ip", "route", "add", "unreachable", "128.0.0.0/1"],
+        ["ip", "route", "add", "unreachable", "10.0.2.0/25"],
+        ["ip", "route", "add", "unreachable", "10.0.2.128/25"],
+    ):
+        run(argv, quiet=True)
+
+
+def passt_argv(config: dict[str, Any]) -> list[str]:
+    ports = ",".join(str(guest) for _host, guest in config["inbound"])
+    return [
+        "passt",
+        "--foreground",
+        "--quiet",
+        "--ipv4-only",
+        "--no-dhcp-dns",
+        "--no-dhcp-search",
+        "--mtu",
+        str(config.get("mtu", 1500)),
+        "--runas",
+        config["runas"],
+        "--socket",
+        config["socket"],
+        "--stderr",  # to its log, which the relay opens: passt cannot open files in its directory
+        "--tcp-ports",
+        ports or "none",
+        "--udp-ports",
+        "none",
+    ]
+
+
+def serve(config: dict[str, Any]) -> None:
+    # Imported here, not at the top: the relay is also imported by the harness for its
+    # constants, and harness.proc is the one doorway to subprocesses either way.
+    from harness import proc  # noqa: PLC0415
+
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    routes: dict[int, tuple[str, int]] = {}  # listening fd → (where the peer is made, its port)
+    sockets: list[socket.socket] = []
+    for host_port, guest_port in config["inbound"]:
+        sock = listener(host_port)
+        sockets.append(sock)
+        routes[sock.fileno()] = ("namespace", guest_port)
+    unshare_net()
+    ns = os.open("/proc/self/ns/net", os.O_RDONLY)
+    setup_namespace(proc.run)
+    for port in config["egress"]:
+        sock = listener(port)
+        sockets.append(sock)
+        routes[sock.fileno()] = ("controller", port)
+    Path(config["socket"]).unlink(missing_ok=True)
+    # passt carries the run's tag like every process of the run (the reaper finds it by that).
+    tag = os.environ.get(proc.ENV_RUN_TAG)
+    with proc.tagged(tag) if tag else contextlib.nullcontext():
+        passt = proc.spawn(passt_argv(config), logfile=Path(config["passt_log"]))
+
+    def stop(_signum: int, _frame: object) -> None:
+        proc.stop(passt, "passt")
+        log("stopped")
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deadline = time.monotonic() + 30
+    while not Path(config["socket"]).exists():
+        if proc.exit_status(passt) is not None or time.monotonic() > deadline:
+            log(f"passt did not start: {proc.log_tail(Path(config['passt_log']))}")
+            sys.exit(1)
+        time.sleep(0.05)
+    log(
+        "ready: inbound "
+        + ", ".join(f"127.0.0.1:{h}→guest:{g}" for h, g in config["inbound"])
+        + "; egress "
+        + (", ".join(f"{GATEWAY}:{p}→127.0.0.1:{p}" for p in config["egress"]) or "none")
+    )
+    Path(config["ready"]).write_text(f"{os.getpid()} {passt}\n", encoding="utf-8")
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    while True:
+        for key, _events in selector.select(timeout=5):
+            server: socket.socket = key.fileobj  # type: ignore[assignment]
+            client, _ = server.accept()
+            where, port = routes[server.fileno()]
+            # Made in the main thread (setns is per thread): the copy goes to a thread of its own.
+            try:
+                peer = connect_from(home if where == "controller" else ns, ns, port)
+            except OSError as exc:
+                log(f"{where} 127.0.0.1:{port}: {exc.strerror or exc}")
+                client.close()
+                continue
+            log(f"{'egress' if where == 'controller' else 'inbound'} → {where} 127.0.0.1:{port}")
+            threading.Thread(target=splice, args=(client, peer), daemon=True).start()
+        if proc.exit_status(passt) is not None:
+            log("passt exited: the guest has no network")
+            sys.exit(1)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m harness.relay CONFIG.json", file=sys.stderr)
+        return 2
+    serve(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

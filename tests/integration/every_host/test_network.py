@@ -1,0 +1,69 @@
+"""The hermetic network, checked from inside the guest every cycle (docs/decisions/026).
+
+Every probe goes to the guest's gateway, 10.0.2.2, which is the controller's loopback as the
+guest sees it (and, on a hermetic network, the relay's namespace): no probe of any other
+address, not even one expected to fail.
+"""
+
+from __future__ import annotations
+
+import socket
+import textwrap
+
+import pytest
+
+GATEWAY = "10.0.2.2"
+APT_PROXY_FILE = "/etc/apt/apt.conf.d/00boma-package-cache"  # harness.seed.APT_PROXY_FILE
+PROBE_TIMEOUT = 10
+
+
+@pytest.fixture
+def hermetic(run_state):
+    if run_state.get("network") != "hermetic":
+        network = run_state.get("network", "open")
+        pytest.skip(f"this run's network is {network!r}: its tier needs the internet, "
+                    "or the run was started with --open-network")
+    return run_state
+
+
+def guest_python(host, code: str):
+    return host.run("python3 -c " + _quote(textwrap.dedent(code)))
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def test_a_loopback_port_of_the_controller_that_is_not_declared_is_unreachable(host, hermetic):
+    """On QEMU's open user-mode network this connection succeeds: the gateway is the
+    controller's loopback. On the hermetic one nothing but the declared ports is there."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        result = guest_python(host, f"""
+            import socket
+            s = socket.socket(); s.settimeout({PROBE_TIMEOUT})
+            try:
+                s.connect(("{GATEWAY}", {port})); print("connected")
+            except OSError as exc:
+                print("failed:", exc)
+        """)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.startswith("failed:"), (
+        f"the guest reached the controller's 127.0.0.1:{port}, which no run declared: {result.stdout}"
+    )
+
+
+def test_apt_goes_through_the_package_cache_and_it_answers(host, hermetic):
+    port = hermetic["egress"]["package cache"]
+    proxy = f"http://{GATEWAY}:{port}"
+    assert host.file(APT_PROXY_FILE).contains(proxy)
+    result = guest_python(host, f"""
+        import urllib.request
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({{"http": "{proxy}"}}))
+        with opener.open("http://deb.debian.org/debian/dists/trixie/InRelease", timeout=120) as answer:
+            print(answer.status, len(answer.read()))
+    """)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.split()[0] == "200", result.stdout

@@ -1,0 +1,253 @@
+"""The hermetic guest network (harness.guestnet, harness.relay): the plan per tier, the guest's
+configuration, and the real relay and passt in a network namespace of their own.
+
+The relay tests start the real programs, with no VM: passt then has no guest, so they check
+the namespace's side. Every probe is on loopback: the controller's, or the namespace's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import aptcache, config, guestnet, proc, seed
+from harness.errors import HarnessError
+from harness.poll import NotYet, wait_until
+from harness.ports import free_loopback_port
+from harness.virt import Forward
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBomaRunKeyOnlyForThisTest boma-run-0001"
+IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+
+
+def tier(name: str) -> config.CertTier:
+    return config.load_tier(name)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+def test_every_tier_that_needs_no_internet_is_hermetic() -> None:
+    names = config.tier_names()
+    assert "internal" in names
+    for name in names:
+        loaded = tier(name)
+        plan = guestnet.plan_for(loaded, (guestnet.Egress(guestnet.PACKAGE_CACHE, 23142),))
+        assert plan.hermetic is (config.Need.INTERNET not in loaded.needs), name
+
+
+def test_a_tier_that_needs_the_internet_gets_the_open_network_and_says_why() -> None:
+    plan = guestnet.plan_for(tier("le-staging"), (guestnet.Egress(guestnet.PACKAGE_CACHE, 23142),))
+    assert not plan.hermetic
+    assert plan.apt_proxy is None
+    assert "le-staging needs the internet" in plan.describe()
+
+
+def test_open_network_on_request() -> None:
+    plan = guestnet.plan_for(tier("internal"), (), force_open=True)
+    assert not plan.hermetic
+    assert "--open-network" in plan.describe()
+
+
+def test_the_hermetic_plan_names_each_destination_and_the_proxy_is_the_gateway() -> None:
+    egress = (guestnet.Egress(guestnet.PACKAGE_CACHE, 23142), guestnet.Egress(guestnet.PEBBLE, 41000))
+    plan = guestnet.plan_for(tier("acme-local"), egress)
+    assert plan.apt_proxy == "http://10.0.2.2:23142"
+    text = plan.describe()
+    assert "package cache (10.0.2.2:23142 → 127.0.0.1:23142)" in text
+    assert "Pebble (10.0.2.2:41000 → 127.0.0.1:41000)" in text
+
+
+# -- the guest's configuration ------------------------------------------------------------------
+
+
+def test_the_seed_points_apt_at_the_cache_and_names_no_other_address() -> None:
+    text = seed.user_data("boma-it-askari-0001", KEY, apt_proxy="http://10.0.2.2:23142")
+    data = yaml.safe_load(text)
+    [proxy] = data["write_files"]
+    assert proxy["path"] == seed.APT_PROXY_FILE
+    assert proxy["content"] == 'Acquire::http::Proxy "http://10.0.2.2:23142";\n'
+    assert set(IPV4.findall(text)) == {"10.0.2.2"}
+    for key in ("network", "routes", "bootcmd", "runcmd", "apt"):  # no route, no other config of the network
+        assert key not in data
+
+
+def test_the_open_network_seed_has_no_proxy() -> None:
+    data = yaml.safe_load(seed.user_data("boma-it-askari-0001", KEY))
+    assert "write_files" not in data
+    assert not IPV4.findall(seed.user_data("boma-it-askari-0001", KEY))
+
+
+def test_passt_gets_no_dns_no_udp_and_only_the_declared_inbound_ports() -> None:
+    from harness import relay  # noqa: PLC0415
+
+    argv = relay.passt_argv(
+        {"inbound": [[40022, 22], [40443, 443]], "runas": "64055:107", "socket": "/s", "passt_log": "/l"}
+    )
+    assert argv[argv.index("--tcp-ports") + 1] == "22,443"
+    assert argv[argv.index("--udp-ports") + 1] == "none"
+    assert {"--no-dhcp-dns", "--no-dhcp-search", "--ipv4-only"} <= set(argv)
+
+
+# -- the package cache's bookkeeping -------------------------------------------------------------
+
+
+def test_cache_stats_count_hits_misses_and_bytes(tmp_path: Path) -> None:
+    (tmp_path / aptcache.TRANSFER_LOG).write_text(
+        "1796245608|I|140632|127.0.0.1|deb.debian.org/debian/dists/trixie/InRelease\n"
+        "1796245608|O|140636|127.0.0.1|deb.debian.org/debian/dists/trixie/InRelease\n"
+        "1796245609|O|2048|127.0.0.1|deb.debian.org/debian/pool/main/h/hello/hello.deb\n"
+        "1796245609|E|613|127.0.0.1|deb.debian.org/debian/pool/x.deb [HTTP error, code: 404]\n"
+        "garbage\n",
+        encoding="utf-8",
+    )
+    stats = aptcache.stats(tmp_path)
+    assert stats is not None
+    assert stats.as_json() == {
+        "requests": 2, "hits": 1, "misses": 1, "bytes_from_archive": 140632, "bytes_served": 142684,
+    }
+    assert aptcache.stats(tmp_path / "none") is None
+
+
+def test_cache_config_is_loopback_only_with_no_mirror_remapping(tmp_path: Path) -> None:
+    text = aptcache.config_text(cache_dir=tmp_path / "c", log_dir=tmp_path / "l", port=23142,
+                                offline=True, upstream_proxy=None)
+    assert "BindAddress: 127.0.0.1\n" in text
+    assert "Remap" not in text
+    assert "Offlinemode: 1\n" in text
+    assert int(re.search(r"^Port: (\d+)$", text, re.M).group(1)) < 32768  # type: ignore[union-attr]
+
+
+def test_the_cache_is_emptied_over_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOMA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv(aptcache.ENV_MAX_MIB, "1")
+    (tmp_path / "apt").mkdir()
+    (tmp_path / "apt" / "big.deb").write_bytes(b"\0" * (2 * 2**20))
+    assert aptcache._bounded() is True
+    assert not (tmp_path / "apt").exists()
+
+
+# -- the real relay and passt --------------------------------------------------------------------
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the hermetic network needs root (a network namespace per machine)"
+)
+
+
+class Listener:
+    """A controller-side loopback server that answers every connection with its name."""
+
+    def __init__(self, name: bytes) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, args=(name,), daemon=True).start()
+
+    def _serve(self, name: bytes) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.sendall(name)
+            conn.close()
+
+
+def in_namespace(pid: int, port: int) -> str:
+    """Connect from inside the relay's namespace to its 127.0.0.1:port; what came back, or the error."""
+    code = (
+        "import socket,sys\n"
+        f"s=socket.socket(); s.settimeout(5)\n"
+        f"try:\n s.connect(('127.0.0.1',{port})); print('got', s.recv(64).decode())\n"
+        "except OSError as e: print('failed', e.strerror)\n"
+    )
+    done = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "python3", "-c", code],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return done.stdout.strip()
+
+
+def in_use(path: Path) -> bool:
+    """Whether anything still accepts on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def relay() -> Iterator[tuple[guestnet.Relay, Listener, Listener]]:
+    for program in ("passt", "ip", "nsenter"):
+        found = shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        assert found, f"{program} missing: make bootstrap"
+    allowed, other = Listener(b"allowed"), Listener(b"not-allowed")
+    host_port = free_loopback_port()  # for the relay's inbound forward
+    # passt drops to nobody and must reach its directory: not under pytest's 0700 tmp root.
+    # (A run's directories let libvirt's QEMU group, which passt runs as, traverse them.)
+    where = Path(tempfile.mkdtemp(prefix="boma-relaytest-"))
+    where.chmod(0o711)
+    try:
+        with proc.tagged("relaytest"):
+            started = guestnet.start_relay(
+                where / "net", (Forward(host_port, 22),), (guestnet.Egress("test", allowed.port),), None
+            )
+        try:
+            yield started, allowed, other
+        finally:
+            guestnet.stop_relay(started.pid)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+@needs_root
+def test_the_guest_side_reaches_the_declared_port_and_nothing_else(
+    relay: tuple[guestnet.Relay, Listener, Listener],
+) -> None:
+    started, allowed, other = relay
+    assert in_namespace(started.pid, allowed.port) == "got allowed"
+    # The same controller's loopback, a port nobody declared: the namespace has no way there.
+    assert in_namespace(started.pid, other.port).startswith("failed")
+    routes = subprocess.run(["nsenter", f"--net=/proc/{started.pid}/ns/net", "ip", "route", "get", "1.1.1.1"],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert routes.returncode != 0  # `ip route get` sends nothing: the route itself is unreachable
+    assert "egress → controller 127.0.0.1:" in started.log.read_text(encoding="utf-8")
+
+
+@needs_root
+def test_passt_gets_a_socket_qemu_can_open_and_ends_with_the_relay(
+    relay: tuple[guestnet.Relay, Listener, Listener],
+) -> None:
+    started, _allowed, _other = relay
+    assert started.socket.is_socket()
+    passt_pid = int((started.socket.parent / "ready").read_text().split()[1])
+    assert Path(f"/proc/{passt_pid}").exists()
+    assert passt_pid in proc.tagged_pids("relaytest"), "passt does not carry the run's tag for the reaper"
+    guestnet.stop_relay(started.pid)
+
+    def passt_gone() -> None:
+        if Path(f"/proc/{passt_pid}").exists():
+            raise NotYet(f"passt (pid {passt_pid}) still there")
+
+    wait_until(passt_gone, what="passt to end with its relay", timeout=15, interval=0.1)
+    assert not started.socket.exists() or not in_use(started.socket)
+
+
+def test_the_hermetic_network_refuses_to_start_without_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(HarnessError, match="needs root") as caught:
+        guestnet.start_relay(tmp_path / "net", (), (), None)
+    assert "--open-network" in (caught.value.hint or "")
