@@ -26,6 +26,7 @@ from pathlib import Path
 from harness import config, log, proc
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
+from harness.private import let_traverse
 from harness.relay import GATEWAY, READY_NAME
 from harness.virt import Forward
 
@@ -112,6 +113,11 @@ def start_relay(
     for program in TOOLS:
         proc.require(program)
     runas = passt_identity(qemu)
+    if qemu is None:
+        # The run's directories let QEMU's group through, and passt runs as QEMU's user; where
+        # QEMU is root, passt is nobody, and nobody is let through the machine's directories.
+        for parent in (directory.parent, directory.parent.parent):
+            let_traverse(parent, runas[0])
     directory.mkdir(mode=0o700)
     os.chown(directory, *runas)
     config_file = directory / "relay.json"

@@ -77,6 +77,11 @@ def make_private_dir(path: Path, qemu: tuple[int, int] | None) -> None:
         _grant(path, qemu, "x")
 
 
+def let_traverse(path: Path, uid: int) -> None:
+    """Let user ``uid`` pass through the directory ``path`` (not list it), by an ACL."""
+    proc.run(["setfacl", "-m", f"u:{uid}:x", str(path)], quiet=True)
+
+
 def hand_to_qemu(path: Path, qemu: tuple[int, int] | None) -> None:
     """Make ``path`` (mode 0600) readable and writable by the QEMU user and its owner only."""
     path.chmod(PRIVATE_FILE)

@@ -38,6 +38,7 @@ def stop_services(run: RunState, *, network: bool = False) -> list[str]:
         if machine.relay_pid:
             try:
                 guestnet.stop_relay(machine.relay_pid)
+                log.info(f"stopped the network relay of {machine.name}")
                 machine.relay_pid = 0
             except (HarnessError, OSError) as exc:
                 problems.append(f"network relay of {machine.name} (pid {machine.relay_pid}): {exc}")

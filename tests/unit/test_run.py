@@ -4,11 +4,14 @@ fake driver, with the guest-side tools replaced by stand-ins (nothing boots)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from harness import config, lock, owner, paths, signals, teardown, virt
+from harness import config, lock, owner, paths, proc, signals, teardown, virt
 from harness.accel import Accel
 from harness.errors import HarnessError, VerificationFailed
 from harness.image.golden import GoldenImage
@@ -323,3 +326,36 @@ def test_a_stray_vm_whose_owner_is_gone_is_removed(world: Path, conn: libvirt.vi
     stray_vm(conn, "boma-it-askari-0003")  # made before owners were recorded: nobody's
     with Run(spec(world)):
         assert domains(conn) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the hermetic network needs root (a network namespace each)")
+def test_a_hermetic_machines_relay_and_package_cache_end_with_its_run(
+    world: Path, conn: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # passt drops to nobody here (the fake driver has no QEMU user): the run directory must
+    # not sit under pytest's 0700 temporary root, which nobody cannot pass.
+    runs = Path(tempfile.mkdtemp(prefix="boma-runs-"))
+    runs.chmod(0o711)
+    monkeypatch.setenv("BOMA_RUNS_DIR", str(runs))
+    defined: list[virt.DomainSpec] = []
+    real_define = virt.define_and_start
+    monkeypatch.setattr(virt, "define_and_start",
+                        lambda conn, spec: (defined.append(spec), real_define(conn, spec))[1])
+    try:
+        run = Run(spec(world, Keep.NEVER))
+        with run:
+            plan = run.network_plan(config.load_tier("internal"), force_open=False)
+            assert plan.hermetic
+            assert plan.apt_proxy == f"http://10.0.2.2:{run.state.cache_port}"
+            machine = run.add_machine(dataclasses.replace(request(world), network=plan))
+            run.admitted()
+            relay, cache = machine.state.relay_pid, run.state.cache_pid
+            assert Path(f"/proc/{relay}").exists() and Path(f"/proc/{cache}").exists()
+            [made] = defined  # QEMU is given passt's socket, which the relay made
+            assert made.passt_socket is not None and made.passt_socket.is_socket()
+            assert "hostfwd" not in virt.domain_xml(made)
+            assert load(run.state.dir / "state.json").machines[0].network == "hermetic"
+        assert proc.tagged_pids(run.run_id) == [], "a process of the run outlived it"
+        assert domains(conn) == []
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
