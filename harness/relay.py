@@ -32,9 +32,11 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from harness import proc
 
 CLONE_NEWNET = 0x40000000
 BRIDGE = "boma0"
@@ -43,6 +45,7 @@ GATEWAY = "10.0.2.2"
 PREFIX = 24
 CHUNK = 65536
 READY_NAME = "ready"
+PASST_TIMEOUT = 30.0  # for passt's socket to appear
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -117,7 +120,7 @@ def connect_from(ns: int, home: int, port: int) -> socket.socket:
     return sock
 
 
-def setup_namespace(run: Callable[..., object]) -> None:
+def setup_namespace() -> None:
     """The namespace's devices and routes: loopback, the port-less bridge, no way out."""
     for argv in (
         ["ip", "link", "set", "lo", "up"],
@@ -132,7 +135,7 @@ def setup_namespace(run: Callable[..., object]) -> None:
         ["ip", "route", "add", "unreachable", "10.0.2.0/25"],
         ["ip", "route", "add", "unreachable", "10.0.2.128/25"],
     ):
-        run(argv, quiet=True)
+        proc.run(argv, quiet=True)
 
 
 def passt_argv(config: dict[str, Any]) -> list[str]:
@@ -159,10 +162,6 @@ def passt_argv(config: dict[str, Any]) -> list[str]:
 
 
 def serve(config: dict[str, Any]) -> None:
-    # Imported here, not at the top: the relay is also imported by the harness for its
-    # constants, and harness.proc is the one doorway to subprocesses either way.
-    from harness import proc  # noqa: PLC0415
-
     home = os.open("/proc/self/ns/net", os.O_RDONLY)
     routes: dict[int, tuple[str, int]] = {}  # listening fd → (where the peer is made, its port)
     sockets: list[socket.socket] = []
@@ -172,7 +171,7 @@ def serve(config: dict[str, Any]) -> None:
         routes[sock.fileno()] = ("namespace", guest_port)
     unshare_net()
     ns = os.open("/proc/self/ns/net", os.O_RDONLY)
-    setup_namespace(proc.run)
+    setup_namespace()
     for port in config["egress"]:
         sock = listener(port)
         sockets.append(sock)
@@ -184,17 +183,32 @@ def serve(config: dict[str, Any]) -> None:
         passt = proc.spawn(passt_argv(config), logfile=Path(config["passt_log"]))
 
     def stop(_signum: int, _frame: object) -> None:
-        proc.stop(passt, "passt")
-        log("stopped")
-        os._exit(0)
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    deadline = time.monotonic() + 30
+    try:
+        _serve_until_stopped(config, passt, routes, sockets=sockets, home=home, ns=ns)
+    finally:  # however the relay ends, its passt ends with it
+        proc.stop(passt, "passt")
+        log("stopped")
+
+
+def _serve_until_stopped(
+    config: dict[str, Any],
+    passt: int,
+    routes: dict[int, tuple[str, int]],
+    *,
+    sockets: list[socket.socket],
+    home: int,
+    ns: int,
+) -> None:
+    """Wait for passt's socket, say ready, then carry connections until told to stop."""
+    deadline = time.monotonic() + config.get("passt_timeout", PASST_TIMEOUT)
     while not Path(config["socket"]).exists():
         if proc.exit_status(passt) is not None or time.monotonic() > deadline:
             log(f"passt did not start: {proc.log_tail(Path(config['passt_log']))}")
-            sys.exit(1)
+            raise SystemExit(1)
         time.sleep(0.05)
     log(
         "ready: inbound "
@@ -222,7 +236,7 @@ def serve(config: dict[str, Any]) -> None:
             threading.Thread(target=splice, args=(client, peer), daemon=True).start()
         if proc.exit_status(passt) is not None:
             log("passt exited: the guest has no network")
-            sys.exit(1)
+            raise SystemExit(1)
 
 
 def main(argv: list[str]) -> int:

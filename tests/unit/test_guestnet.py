@@ -7,11 +7,13 @@ the namespace's side. Every probe is on loopback: the controller's, or the names
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -251,3 +253,33 @@ def test_the_hermetic_network_refuses_to_start_without_root(
     with pytest.raises(HarnessError, match="needs root") as caught:
         guestnet.start_relay(tmp_path / "net", (), (), None)
     assert "--open-network" in (caught.value.hint or "")
+
+
+@needs_root
+def test_a_passt_that_never_comes_up_ends_with_its_relay() -> None:
+    """passt binds its socket as nobody: in a directory nobody cannot enter it never appears.
+    The relay gives up, says so, and takes passt with it."""
+    where = Path(tempfile.mkdtemp(prefix="boma-relaytest-"))  # 0700 root: nobody cannot enter
+    try:
+        config = {
+            "socket": str(where / "passt.socket"), "runas": "65534:65534", "inbound": [], "egress": [],
+            "passt_log": str(where / "passt.log"), "ready": str(where / "ready"), "passt_timeout": 2,
+        }
+        (where / "relay.json").write_text(json.dumps(config), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "harness.relay", str(where / "relay.json")],
+                              capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "BOMA_RUN": "relayfail"})
+        assert done.returncode == 1
+        assert "passt did not start" in done.stdout
+        assert not (where / "ready").exists()
+        left = [pid for pid in proc.tagged_pids("relayfail") if not _zombie(pid)]
+        assert left == [], "passt outlived its relay"
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text(encoding="utf-8")
+    except OSError:
+        return True
