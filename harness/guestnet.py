@@ -76,13 +76,17 @@ class Plan:
 OPEN_NETWORK = Plan(OPEN, why="no network plan given")
 
 
+def open_because(tier: config.CertTier, *, force_open: bool = False) -> str | None:
+    """Why the tier's machines get the open network, or ``None``: they get the hermetic one."""
+    if config.Need.INTERNET in tier.needs:
+        return f"tier {tier.name} needs the internet"
+    return "--open-network" if force_open else None
+
+
 def plan_for(tier: config.CertTier, egress: tuple[Egress, ...], *, force_open: bool = False) -> Plan:
     """Hermetic unless the tier needs the internet (or the user asked for ``--open-network``)."""
-    if config.Need.INTERNET in tier.needs:
-        return Plan(OPEN, why=f"tier {tier.name} needs the internet")
-    if force_open:
-        return Plan(OPEN, why="--open-network")
-    return Plan(HERMETIC, egress)
+    why = open_because(tier, force_open=force_open)
+    return Plan(OPEN, why=why) if why else Plan(HERMETIC, egress)
 
 
 @dataclass(frozen=True)

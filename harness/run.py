@@ -235,7 +235,7 @@ class Run:
     def network_plan(self, tier: config.CertTier, *, force_open: bool) -> guestnet.Plan:
         """The machines' network, and what it needs started first: on a hermetic network the
         package cache, and the port Pebble will take (the relay allows only what it is told)."""
-        if config.Need.INTERNET in tier.needs or force_open:
+        if guestnet.open_because(tier, force_open=force_open):
             return guestnet.plan_for(tier, (), force_open=force_open)
         state = self.state
         log_dir = state.artifacts_dir / aptcache.ARTIFACTS_NAME
