@@ -53,7 +53,8 @@ PROVIDER = {
 def test_packages_bring_the_hermetic_networks_tools() -> None:
     packages = set(defaults()["integration_test__packages"])
     for tool in guestnet.TOOLS:
-        assert proc.PACKAGE_OF[tool] in packages, f"{tool} needs {proc.PACKAGE_OF[tool]} in integration_test__packages"
+        package = proc.PACKAGE_OF[tool]
+        assert package in packages, f"{tool} needs {package} in integration_test__packages"
 
 
 def test_packages_bring_the_tools_preflight_requires() -> None:
