@@ -340,6 +340,8 @@ def _describe(run: RunState, domains: dict[str, bool]) -> dict[str, object]:
                 "running": domains.get(m.domain, False),
                 "ssh": f"127.0.0.1:{m.ssh_port}",
                 "ports": {guest: f"127.0.0.1:{host}" for guest, host in m.ports.items()},
+                "network": m.network,
+                "egress": {name: f"10.0.2.2:{port}" for name, port in m.egress.items()},
             }
             for m in run.machines
         ],
@@ -366,7 +368,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         for m in r["machines"]:  # type: ignore[attr-defined]
             ports = " ".join(f"{g}→{h}" for g, h in m["ports"].items())
-            print(f"    {m['domain']}  {'running' if m['running'] else 'stopped'}  ssh {m['ssh']}  {ports}")
+            print(
+                f"    {m['domain']}  {'running' if m['running'] else 'stopped'}  ssh {m['ssh']}  {ports}  "
+                f"network={m['network']}"
+            )
     for s in strays:
         print(f"{s['domain']}  {'running' if s['running'] else 'stopped'}  no run state: prune it")
     if not runs and not strays:

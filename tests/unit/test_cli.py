@@ -187,13 +187,14 @@ def test_list_shows_runs_their_state_and_stray_vms(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("aaaa0001  askari/internal  kept  step=verify")
     assert out[1].split() == [
-        "boma-it-askari-aaaa0001", "running", "ssh", "127.0.0.1:40022", "443→127.0.0.1:40443"]
+        "boma-it-askari-aaaa0001", "running", "ssh", "127.0.0.1:40022", "443→127.0.0.1:40443", "network=open"]
     assert out[2].startswith("boma-it-askari-cccc0003  running  no run state")
     assert cli.main(["list", "--json", "--uri", TEST_URI]) == 0
     listed = json.loads(capsys.readouterr().out)
     [run] = listed["runs"]
     assert (run["run"], run["state"], run["outcome"]) == ("aaaa0001", "kept", "fail")
     assert run["machines"][0]["running"] is True
+    assert (run["machines"][0]["network"], run["machines"][0]["egress"]) == ("open", {})
     assert [s["domain"] for s in listed["stray_domains"]] == ["boma-it-askari-cccc0003"]
 
 
