@@ -19,24 +19,23 @@ served (``O``) and each download from the archive (``I``), which the summary cou
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import random
 import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import log, paths, proc
+from harness import lock, log, paths, proc
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
+from harness.ports import free_loopback_port_below
 
 PROGRAM = "flock"  # the process the run records: flock, holding the lock, runs apt-cacher-ng
 ENV_MAX_MIB = "BOMA_APT_CACHE_MAX_MIB"
 ENV_OFFLINE = "BOMA_APT_CACHE_OFFLINE"
 DEFAULT_MAX_MIB = 4096
 BUSY = 75  # flock's exit status when another run holds the cache
-PORT_RANGE = (20000, 32000)  # apt-cacher-ng cannot bind ports above 32767
+PORT_LIMIT = 32000  # apt-cacher-ng cannot bind ports above 32767
 READY_TIMEOUT = 30.0
 TRANSFER_LOG = "apt-cacher.log"
 ARTIFACTS_NAME = "package-cache"  # the transfer log's folder in a run's artifacts
@@ -59,20 +58,6 @@ class CacheRun:
     shared: bool
 
 
-def _free_low_port() -> int:
-    """A loopback port below 32768 that was free a moment ago."""
-    candidates = list(range(*PORT_RANGE))
-    random.shuffle(candidates)
-    for port in candidates[:200]:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise HarnessError(f"no free loopback port in {PORT_RANGE[0]}–{PORT_RANGE[1]} for the package cache")
-
-
 def size_mib(directory: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(directory):
@@ -88,18 +73,17 @@ def max_mib() -> int:
 
 def _bounded() -> bool:
     """Empty the shared cache if it is over its bound; False if another run holds it."""
-    lock = lock_file()
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        directory = shared_dir()
-        if directory.is_dir() and (size := size_mib(directory)) > max_mib():
-            log.info(f"the package cache holds {size} MiB, over its bound of {max_mib()} MiB: emptying it")
-            shutil.rmtree(directory)
-        return True
+    try:
+        with lock.exclusive(lock_file(), "the package cache's bound check"):
+            directory = shared_dir()
+            if directory.is_dir() and (size := size_mib(directory)) > max_mib():
+                log.info(
+                    f"the package cache holds {size} MiB, over its bound of {max_mib()} MiB: emptying it"
+                )
+                shutil.rmtree(directory)
+    except lock.LockBusy:
+        return False
+    return True
 
 
 def config_text(
@@ -130,7 +114,7 @@ def start(run_dir: Path, log_dir: Path, *, private: bool = False) -> CacheRun:
     conf_dir = run_dir / "aptcache"
     for directory in (cache, conf_dir, log_dir):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    port = _free_low_port()
+    port = free_loopback_port_below(PORT_LIMIT)
     (conf_dir / "acng.conf").write_text(
         config_text(
             cache_dir=cache,
@@ -143,8 +127,8 @@ def start(run_dir: Path, log_dir: Path, *, private: bool = False) -> CacheRun:
     )
     # flock holds the shared cache's lock for as long as apt-cacher-ng runs; a private cache
     # takes a lock of its own, so the process the run records is flock either way.
-    lock = lock_file() if shared else conf_dir / "lock"
-    argv = ["flock", "--nonblock", "--conflict-exit-code", str(BUSY), str(lock)]
+    held = lock_file() if shared else conf_dir / "lock"
+    argv = ["flock", "--nonblock", "--conflict-exit-code", str(BUSY), str(held)]
     argv += ["apt-cacher-ng", "-c", str(conf_dir)]
     output = log_dir / "apt-cacher-ng.out"
     pid = proc.spawn(argv, logfile=output)
@@ -229,15 +213,13 @@ def stats(log_dir: Path) -> Stats | None:
 
 def empty() -> list[str]:
     """``prune --cache``: empty the shared cache, unless a run is using it."""
-    lock = lock_file()
     if not shared_dir().exists():
         return []
-    with lock.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return [f"the package cache {shared_dir()} is in use by a run"]
-        size = size_mib(shared_dir())
-        shutil.rmtree(shared_dir())
-        log.info(f"emptied the package cache {shared_dir()} ({size} MiB)")
+    try:
+        with lock.exclusive(lock_file(), "prune --cache"):
+            size = size_mib(shared_dir())
+            shutil.rmtree(shared_dir())
+    except lock.LockBusy:
+        return [f"the package cache {shared_dir()} is in use by a run"]
+    log.info(f"emptied the package cache {shared_dir()} ({size} MiB)")
     return []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
+
+from harness.errors import HarnessError
 
 
 def free_loopback_ports(count: int) -> list[int]:
@@ -20,6 +23,21 @@ def free_loopback_ports(count: int) -> list[int]:
             sock.bind(("127.0.0.1", 0))
             ports.append(sock.getsockname()[1])
         return ports
+
+
+def free_loopback_port_below(limit: int, low: int = 20000, tries: int = 200) -> int:
+    """A port in ``low``–``limit`` that was free on 127.0.0.1 a moment ago, for a program that
+    cannot bind the kernel's ephemeral range (apt-cacher-ng, harness.aptcache)."""
+    candidates = list(range(low, limit))
+    random.shuffle(candidates)
+    for port in candidates[:tries]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise HarnessError(f"no free loopback port in {low}–{limit}")
 
 
 def free_loopback_port() -> int:

@@ -56,10 +56,10 @@ def qemu_owner(uri: str) -> tuple[int, int] | None:
     return None
 
 
-def _grant(path: Path, qemu: tuple[int, int], permissions: str) -> None:
+def _grant(path: Path, uid: int, permissions: str) -> None:
     """Give the QEMU user ``permissions`` on ``path`` alone, through a POSIX ACL: a user who is
     not root cannot hand a file to another user, and group or world bits would open it to all."""
-    proc.run(["setfacl", "-m", f"u:{qemu[0]}:{permissions}", str(path)], quiet=True)
+    proc.run(["setfacl", "-m", f"u:{uid}:{permissions}", str(path)], quiet=True)
 
 
 def make_private_dir(path: Path, qemu: tuple[int, int] | None) -> None:
@@ -74,12 +74,12 @@ def make_private_dir(path: Path, qemu: tuple[int, int] | None) -> None:
     if as_root:
         os.chown(path, -1, qemu[1])
     else:
-        _grant(path, qemu, "x")
+        _grant(path, qemu[0], "x")
 
 
 def let_traverse(path: Path, uid: int) -> None:
     """Let user ``uid`` pass through the directory ``path`` (not list it), by an ACL."""
-    proc.run(["setfacl", "-m", f"u:{uid}:x", str(path)], quiet=True)
+    _grant(path, uid, "x")
 
 
 def hand_to_qemu(path: Path, qemu: tuple[int, int] | None) -> None:
@@ -90,7 +90,7 @@ def hand_to_qemu(path: Path, qemu: tuple[int, int] | None) -> None:
     if os.geteuid() == 0:
         os.chown(path, *qemu)
     else:
-        _grant(path, qemu, "rw")
+        _grant(path, qemu[0], "rw")
 
 
 def private_file(path: Path) -> Path:

@@ -94,7 +94,7 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
     )
     with virt.connect(run.uri) as conn:
         virt.define_and_start(conn, spec)
-    shown = ", ".join(f"127.0.0.1:{hp}→{gp}" for gp, hp in [("22", ssh_port), *ports.items()])
+    shown = ", ".join(f"127.0.0.1:{f.host_port}→{f.guest_port}" for f in forwards)
     log.info(f"started {state.domain} ({state.accel}, {state.boot} boot; {shown})")
     log.info(request.network.describe())
     log.info(f"serial console: {machine.console_log}")

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from harness import proc
+from harness.errors import HarnessError
+from harness.poll import NotYet, wait_until
 
 CLONE_NEWNET = 0x40000000
 BRIDGE = "boma0"
@@ -204,12 +206,23 @@ def _serve_until_stopped(
     ns: int,
 ) -> None:
     """Wait for passt's socket, say ready, then carry connections until told to stop."""
-    deadline = time.monotonic() + config.get("passt_timeout", PASST_TIMEOUT)
-    while not Path(config["socket"]).exists():
-        if proc.exit_status(passt) is not None or time.monotonic() > deadline:
-            log(f"passt did not start: {proc.log_tail(Path(config['passt_log']))}")
-            raise SystemExit(1)
-        time.sleep(0.05)
+
+    def socket_there() -> None:
+        if proc.exit_status(passt) is not None:
+            raise HarnessError("passt exited")
+        if not Path(config["socket"]).exists():
+            raise NotYet(f"passt's socket {config['socket']}")
+
+    try:
+        wait_until(
+            socket_there,
+            what="passt's socket",
+            timeout=config.get("passt_timeout", PASST_TIMEOUT),
+            interval=0.05,
+        )
+    except HarnessError as exc:
+        log(f"passt did not start ({exc.message}): {proc.log_tail(Path(config['passt_log']))}")
+        raise SystemExit(1) from None
     log(
         "ready: inbound "
         + ", ".join(f"127.0.0.1:{h}→guest:{g}" for h, g in config["inbound"])
