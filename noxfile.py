@@ -121,6 +121,13 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """On demand: the baseline and the fast configuration back to back, ratios into docs/bench/."""
+    session.install("-r", "requirements.txt")
+    session.run("python", "tests/bench/bench.py", *session.posargs, **HARNESS_SIGNALS)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff, mypy --strict on harness/, ansible-lint, yamllint, the tag check, actionlint."""
     session.install("-r", "requirements-dev.txt")

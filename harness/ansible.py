@@ -7,13 +7,14 @@ a failed task is the roles' fault (:class:`ApplyFailed`), an unreachable host is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import paths, proc, transient
+from harness import paths, proc, speed, transient
 from harness.config import PlaybookStep
 from harness.errors import BomaError, ExitCode, HarnessError
 from harness.inventory import RenderedInventory
@@ -91,6 +92,35 @@ def fact_cache_env(cache: Path) -> dict[str, str]:
     }
 
 
+MITOGEN_STRATEGY = "mitogen_linear"
+
+
+def mitogen_strategies() -> Path:
+    """Where the installed Mitogen keeps its strategy plugins (PyPI ``mitogen``)."""
+    found = importlib.util.find_spec("ansible_mitogen")
+    if found is None or found.origin is None:
+        raise HarnessError(
+            "the fast speed preset needs Mitogen, which is not installed",
+            hint="pip install -r requirements.txt (it lists mitogen), or --speed default",
+        )
+    return Path(found.origin).parent / "plugins" / "strategy"
+
+
+def speed_env(levers: speed.Levers) -> dict[str, str]:
+    """What the speed levers change in ansible-playbook's environment (harness.speed).
+
+    Without compression, ``ssh_args`` says so first: ssh keeps the first value it is given, and
+    Ansible's default ``ssh_args`` (``-C -o ControlMaster=auto -o ControlPersist=60s``) would
+    otherwise come before the connection's own multiplexing options."""
+    env = {}
+    if not levers.ssh_compression:
+        env["ANSIBLE_SSH_ARGS"] = "-o Compression=no"
+    if levers.mitogen:
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen_strategies())
+        env["ANSIBLE_STRATEGY"] = MITOGEN_STRATEGY
+    return env
+
+
 def timing_env(sink: Path) -> dict[str, str]:
     """Record each task's outcome and wall time to ``sink`` (JSON lines) through the
     harness's callback (``harness/ansible_callbacks/boma_tasks.py``)."""
@@ -155,13 +185,14 @@ def run_step(
     fact_cache: Path,
     task_sink: Path,
     diff: bool = False,
+    levers: speed.Levers = speed.DEFAULT,
 ) -> int:
     """Run one step, output teed to ``logfile`` and task records appended to ``task_sink``;
     returns ansible-playbook's exit status."""
     return proc.stream(
         playbook_argv(inventory, step, extra_vars, diff=diff),
         logfile=logfile,
-        env={**ANSIBLE_ENV, **fact_cache_env(fact_cache), **timing_env(task_sink)},
+        env={**ANSIBLE_ENV, **fact_cache_env(fact_cache), **timing_env(task_sink), **speed_env(levers)},
         cwd=paths.REPO,
         timeout=STEP_TIMEOUT,
     )
@@ -177,6 +208,7 @@ def run_step_checked(
     task_sink: Path,
     diff: bool = False,
     alive: Callable[[], None] | None = None,
+    levers: speed.Levers = speed.DEFAULT,
 ) -> None:
     """Run one step and judge it: return if it applied, raise :class:`ApplyFailed` if a task
     failed, retry it (at most :data:`ANSIBLE_RETRIES` times, logged and counted) if the host was
@@ -201,6 +233,7 @@ def run_step_checked(
             fact_cache=fact_cache,
             task_sink=task_sink,
             diff=diff,
+            levers=levers,
         )
         output = appended(logfile, offset)
         kind = transient.classify_playbook(status, output)

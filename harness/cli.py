@@ -13,6 +13,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from harness import (
@@ -27,6 +28,7 @@ from harness import (
     preflight,
     proc,
     signals,
+    speed,
     teardown,
     virt,
 )
@@ -53,6 +55,13 @@ def _vm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--certs", default=DEFAULT_TIER, help="cert tier (certs/<tier>.yml)")
     p.add_argument("--accel", choices=["kvm", "tcg"], help="override the detected accelerator")
     p.add_argument("--vcpus", type=int, metavar="N", help="the guest's vCPUs (default: see docs/platform.md)")
+    p.add_argument(
+        "--speed",
+        choices=list(speed.PRESETS),
+        default="default",
+        help="speed levers: baseline (what the bench compares against), default, fast (adds Mitogen); "
+        "see docs/bench/README.md",
+    )
     p.add_argument(
         "--no-package-layer",
         action="store_true",
@@ -169,6 +178,11 @@ def _keep_policy(args: argparse.Namespace) -> Keep:
     return Keep.ALWAYS if args.keep else Keep.NEVER if args.no_keep else Keep.ON_FAILURE
 
 
+def _levers(args: argparse.Namespace) -> speed.Levers:
+    levers = speed.preset(args.speed)
+    return replace(levers, package_layer=False) if args.no_package_layer else levers
+
+
 def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] = ()) -> cycle.CycleOptions:
     image_url, image_sums_url = _image_source(args)
     return cycle.CycleOptions(
@@ -186,7 +200,7 @@ def _options(args: argparse.Namespace, keep: Keep, overrides: tuple[Path, ...] =
         kernel_append=args.kernel_append,
         idempotence=not getattr(args, "no_idempotence", False),
         vcpus=args.vcpus,
-        package_layer=not args.no_package_layer,
+        levers=_levers(args),
         open_network=args.open_network,
     )
 

@@ -27,6 +27,7 @@ from harness import (
     paths,
     preflight,
     runvars,
+    speed,
     statediff,
     transient,
     verify,
@@ -78,8 +79,8 @@ class CycleOptions:
     idempotence: bool = True
     # The guest's vCPUs, overriding the profile's (see accel.guest_vcpus).
     vcpus: int | None = None
-    # Boot the profile's layered golden image (harness.packagelayer), if it declares a layer.
-    package_layer: bool = True
+    # The speed levers (harness.speed): the package layer, the disk cache, cloud-init, Mitogen.
+    levers: speed.Levers = speed.DEFAULT
     open_network: bool = False  # QEMU's user-mode network even where the tier allows hermetic
 
 
@@ -123,7 +124,7 @@ def images(
             boot = BootMode.FIRMWARE
     else:
         golden = ensure_golden(
-            packagelayer.golden_recipe(profile.package_layer, enabled=options.package_layer)
+            packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
         )
     caddy = ensure_caddy_tarball(CaddyRecipe()) if runvars.wants_caddy_archive(profile, tier) else None
     return golden, caddy, boot
@@ -158,7 +159,10 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
         keep=options.keep,
         artifacts=paths.run_artifacts(profile.name, tier.name, summary.run_id),
         run_id=summary.run_id,
+        levers=options.levers,
     )
+    summary.levers = options.levers.as_json()
+    summary.notes += speed.notes(options.levers)
     run = Run(spec)
     try:
         with ExitStack() as stack:
@@ -175,7 +179,7 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                 run.mark("image")
                 golden, caddy, boot = images(options, profile, tier)
                 layer = packagelayer.describe(
-                    profile.package_layer, options.package_layer and not options.image_url
+                    profile.package_layer, options.levers.package_layer and not options.image_url
                 )
                 if layer:
                     log.info(layer)

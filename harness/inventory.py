@@ -23,10 +23,11 @@ from harness.ssh import Endpoint
 from harness.virt import NAME_PREFIX
 
 LOOPBACK = "127.0.0.1"
-# Variables that decide where and how Ansible connects: inherited values are never trusted.
+# Variables that decide where and how Ansible connects: inherited values are never trusted
+# (Mitogen's too: a ``mitogen_via`` would route the connection through another host).
 CONNECTION_VAR = re.compile(
-    r"^ansible_(host|port|user|connection|(ssh|sftp|scp)_.*|private_key_file|password|become_password|"
-    r"python_interpreter)$"
+    r"^(ansible_(host|port|user|connection|(ssh|sftp|scp)_.*|private_key_file|password|become_password|"
+    r"python_interpreter)|mitogen_.*)$"
 )
 # Set to nothing in the connection overlay, which beats every inventory variable: extra
 # arguments could carry a ProxyJump or a ProxyCommand to a real host.
@@ -45,7 +46,9 @@ class RenderedInventory:
         return f"ansible://{self.host}?ansible_inventory={self.path / 'hosts.yml'}"
 
 
-def connection_vars(endpoint: Endpoint) -> dict[str, Any]:
+def connection_vars(endpoint: Endpoint, *, ssh_compression: bool = True) -> dict[str, Any]:
+    """``ssh_compression``: what Mitogen's connection does (harness.speed; Ansible's own ssh
+    takes it from ``ANSIBLE_SSH_ARGS``, see harness.ansible.speed_env)."""
     return {
         "ansible_host": LOOPBACK,
         "ansible_port": endpoint.port,
@@ -54,6 +57,7 @@ def connection_vars(endpoint: Endpoint) -> dict[str, Any]:
         "ansible_ssh_private_key_file": str(endpoint.key),
         "ansible_ssh_common_args": endpoint.multiplex_args(),
         "ansible_python_interpreter": "/usr/bin/python3",
+        "mitogen_ssh_compression": ssh_compression,
         **dict.fromkeys(FORCED_EMPTY, ""),
     }
 
@@ -89,12 +93,13 @@ def render(
     inventory_host: str,
     endpoint: Endpoint,
     real_inventory: Path,
+    ssh_compression: bool = True,
 ) -> RenderedInventory:
     """Write the transient inventory for ``vm`` into ``target`` and return it."""
     if not vm.startswith(NAME_PREFIX) or vm in real_hosts(real_inventory):
         raise HarnessError(f"refusing to render an inventory for {vm!r}: not a test VM name")
     target.mkdir(parents=True, exist_ok=True)
-    conn = connection_vars(endpoint)
+    conn = connection_vars(endpoint, ssh_compression=ssh_compression)
     first, *rest = groups
     tree: dict[str, Any] = {"all": {"children": {first: {"hosts": {vm: conn}}}}}
     for group in rest:

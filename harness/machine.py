@@ -27,6 +27,7 @@ from harness import (
     paths,
     runvars,
     seed,
+    speed,
     ssh,
     statediff,
     transient,
@@ -55,6 +56,7 @@ EVIDENCE_REACH_TIMEOUT = 30.0
 SLOWEST_TASKS_SHOWN = 5
 # A boot killed by a known emulator fault is tried again this often (see wait_for_ssh).
 EMULATOR_RETRIES = 1
+CLOUD_INIT_DISABLED = "/etc/cloud/cloud-init.disabled"  # cloud-init's own off switch
 IDEMPOTENCE_RECORD = "ansible-tasks-idempotence.jsonl"
 IDEMPOTENCE_REPORT = "idempotence.txt"
 
@@ -75,6 +77,10 @@ class Machine:
     @cached_property
     def tier(self) -> config.CertTier:
         return config.load_tier(self.run.tier)
+
+    @property
+    def levers(self) -> speed.Levers:
+        return speed.Levers.from_json(self.run.levers)
 
     # -- identity -----------------------------------------------------------------------
     @property
@@ -284,6 +290,9 @@ class Machine:
                     hint="see the serial console and cloud-init.log in the evidence",
                 )
             log.info(f"cloud-init: {status[0]} (boot_id {first})")
+            if self.levers.cloud_init_once:
+                # Its seed is per instance: later boots would only run its stages again.
+                self.succeed("touch", CLOUD_INIT_DISABLED)
         self.wait_settled()
         self.state.boot_ids.append(first)
         self._save()
@@ -342,6 +351,7 @@ class Machine:
                         task_sink=task_sink,
                         diff=diff,
                         alive=self.watch_up(f"the guest died during playbook {step.playbook}").check,
+                        levers=self.levers,
                     )
         finally:
             slowest = ansible.task_times(task_sink)[:SLOWEST_TASKS_SHOWN]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness import config, guestnet, inventory, log, paths, proc, seed, ssh, virt
+from harness import config, guestnet, inventory, log, paths, proc, seed, speed, ssh, virt
 from harness.accel import Accel
 from harness.image.golden import GoldenImage
 from harness.machine import Machine
@@ -91,6 +91,7 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
         ),
         direct_boot=request.direct_boot,
         passt_socket=passt_socket,
+        disk_cache="unsafe" if speed.Levers.from_json(run.levers).disk_cache_unsafe else "",
     )
     with virt.connect(run.uri) as conn:
         virt.define_and_start(conn, spec)
@@ -139,4 +140,5 @@ def _write_files(machine: Machine, request: MachineRequest, qemu: tuple[int, int
         inventory_host=request.profile.inventory_host,
         endpoint=machine.endpoint,
         real_inventory=paths.PRODUCTION_INVENTORY,
+        ssh_compression=machine.levers.ssh_compression,
     )

@@ -44,6 +44,7 @@ from harness import (
     provision,
     runvars,
     signals,
+    speed,
     teardown,
     virt,
 )
@@ -82,6 +83,7 @@ class RunSpec:
     keep: Keep
     artifacts: Path
     machines: int = 1  # how many machines it will hold, for the capacity check
+    levers: speed.Levers = speed.DEFAULT
     run_id: str = ""  # empty: a new id
 
 
@@ -219,6 +221,7 @@ class Run:
             run_dir=str(run_dir),
             artifacts=str(spec.artifacts),
             owner=me.to_json(),
+            levers=spec.levers.as_json(),
         )
         self._holds.enter_context(lock.exclusive(self.state.lock_file, note))
         self.state.save()

@@ -82,6 +82,8 @@ class RunState:
     cache_port: int = 0
     cache_log: str = ""  # its transfer log's folder, in the run's artifacts
     created: float = field(default_factory=time.time)
+    # The speed levers the run was made with (harness.speed): later single steps use the same.
+    levers: dict[str, bool] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:

@@ -39,6 +39,7 @@ class Summary:
     # The guest's network (harness.guestnet) and, on a hermetic one, what its package cache did.
     network: dict[str, object] = field(default_factory=dict)
     package_cache: dict[str, int] | None = None
+    levers: dict[str, bool] = field(default_factory=dict)  # harness.speed: how the run was sped up
     sut_phases: list[str] = field(default_factory=list)  # the rest of the total is overhead
     started: float = field(default_factory=time.time)
     total_s: float = 0.0

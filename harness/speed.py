@@ -1,0 +1,98 @@
+"""The speed levers of a run, and what each one trades (issue #10, docs/bench/README.md).
+
+Under TCG a cycle's seconds go to three places: dpkg unpacking packages, one guest Python per
+Ansible module, and the boot path. Each lever here takes seconds off one of them. The
+levers that change *what is tested* are named in the run's summary with the risk they take
+(:func:`notes`), and the test command keeps one run without them: its RED half boots the
+``baseline`` preset's image (see tests/e2e/).
+
+Three presets, chosen with ``--speed`` on ``cycle`` and ``up``:
+
+- ``baseline``: the configuration the bench compares against: the plain golden image, Ansible's
+  own connection (with its ``-C``), the disk's default cache, cloud-init at every boot.
+- ``default``: what a plain ``cycle`` does: the levers that change nothing the roles can see.
+- ``fast``: ``default`` plus Mitogen, which runs Ansible's modules differently (named, below).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from harness.errors import BadInput
+
+
+@dataclass(frozen=True)
+class Levers:
+    # The profile's package layer in its golden image (harness.packagelayer).
+    package_layer: bool = True
+    # Ansible's default ssh_args carry -C: compression costs the guest's CPU and saves nothing
+    # on loopback.
+    ssh_compression: bool = False
+    # cache=unsafe on the throwaway overlay: the guest's flushes (dpkg makes thousands) return
+    # at once. Only a crash of the controller itself could lose data, and the overlay is
+    # thrown away then anyway.
+    disk_cache_unsafe: bool = True
+    # cloud-init runs at the first boot only (its seed is per instance); later boots start
+    # without its four stages, as a host installed without cloud-init does.
+    cloud_init_once: bool = True
+    # Mitogen's strategy: one Python per host for the whole play instead of one per task.
+    mitogen: bool = False
+
+    def as_json(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Levers:
+        """Levers recorded in a run's state; a run recorded before levers existed had the baseline's."""
+        if not data:
+            return BASELINE
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: bool(v) for k, v in data.items() if k in known})
+
+
+BASELINE = Levers(
+    package_layer=False, ssh_compression=True, disk_cache_unsafe=False, cloud_init_once=False, mitogen=False
+)
+DEFAULT = Levers()
+FAST = replace(DEFAULT, mitogen=True)
+PRESETS: dict[str, Levers] = {"baseline": BASELINE, "default": DEFAULT, "fast": FAST}
+
+# What a lever risks: a run that used it says so in its summary. Levers without an entry change
+# nothing a role or a check can observe.
+RISKS: dict[str, str] = {
+    "package_layer": (
+        "the profile's heaviest packages were in the image before the roles ran (a role that "
+        "forgot one still fails the schema's check, not here)"
+    ),
+    "cloud_init_once": (
+        "cloud-init ran at the first boot only; a role that relied on it at later boots would "
+        "pass here only if the real host also runs it"
+    ),
+    "mitogen": (
+        "Ansible's modules ran under Mitogen (one interpreter per host), not as Ansible runs them "
+        "on the real hosts; the test command keeps a run without it"
+    ),
+}
+
+
+def preset(name: str) -> Levers:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise BadInput(f"unknown speed preset {name!r}", hint=f"one of: {', '.join(PRESETS)}") from None
+
+
+def name_of(levers: Levers) -> str:
+    """The preset ``levers`` is, or ``custom``."""
+    return next((name for name, value in PRESETS.items() if value == levers), "custom")
+
+
+def notes(levers: Levers) -> list[str]:
+    """One line for the summary naming the preset and the levers on, then each fidelity risk."""
+    on = [f.name for f in fields(levers) if getattr(levers, f.name) and f.name != "ssh_compression"]
+    if not levers.ssh_compression:
+        on.append("no ssh compression")
+    lines = [f"speed: {name_of(levers)} ({', '.join(on) or 'no levers'})"]
+    lines += [f"speed lever {name}: {RISKS[name]}" for name in on if name in RISKS]
+    return lines
