@@ -13,7 +13,11 @@ Run as ``python -m harness.relay CONFIG.json`` by :mod:`harness.guestnet`, never
    nothing but this relay listens;
 4. listens, inside the namespace, on the egress ports the run allows (the guest reaches them as
    its gateway's ports: passt maps the gateway to the namespace's loopback) and carries each
-   connection to the same port on the controller's loopback — and nowhere else.
+   connection to the same port on the controller's loopback — and nowhere else;
+5. answers DNS on the gateway (which passt's DHCP names as the guest's resolver): every name
+   does not exist (NXDOMAIN), at once. Without a resolver, a lookup in the guest or in one of
+   its containers (Docker falls back to public resolvers) waited for a timeout, which a real
+   host with a resolver never does; and nothing is asked of the world.
 
 A socket keeps the namespace it was made in, so the relay makes every socket in the namespace
 it must live in (``setns`` applies to the calling thread only) and copies bytes between them.
@@ -29,6 +33,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -48,6 +53,11 @@ PREFIX = 24
 CHUNK = 65536
 READY_NAME = "ready"
 PASST_TIMEOUT = 30.0  # for passt's socket to appear
+DNS_PORT = 53
+DNS_HEADER = struct.Struct("!HHHHHH")  # id, flags, question, answer, authority, additional counts
+DNS_QR, DNS_OPCODE, DNS_RD, DNS_RA = 0x8000, 0x7800, 0x0100, 0x0080
+DNS_FORMERR, DNS_NXDOMAIN, DNS_NOTIMP = 1, 3, 4
+DNS_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 33: "SRV", 65: "HTTPS"}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -82,6 +92,59 @@ def listener(port: int) -> socket.socket:
     sock.bind(("127.0.0.1", port))
     sock.listen(64)
     return sock
+
+
+def _question_end(query: bytes) -> tuple[int, str] | None:
+    """Where a query's one question ends, and its name; None if it is not one well-formed
+    question (compression pointers never appear in a query's question)."""
+    at, labels = DNS_HEADER.size, list[str]()
+    while at < len(query):
+        size = query[at]
+        if size == 0:
+            end = at + 1 + 4  # the zero label, then type and class
+            return (end, ".".join(labels) or ".") if end <= len(query) else None
+        if size > 63:
+            return None
+        labels.append(query[at + 1 : at + 1 + size].decode("ascii", errors="replace"))
+        at += 1 + size
+    return None
+
+
+def dns_answer(query: bytes) -> tuple[bytes, str] | None:
+    """The relay's answer to a DNS query, and a line for its log: the same id and question,
+    NXDOMAIN (or NOTIMP for anything but a standard query). None: not a query, no answer."""
+    if len(query) < DNS_HEADER.size:
+        return None
+    ident, flags, questions, *_ = DNS_HEADER.unpack_from(query)
+    if flags & DNS_QR:
+        return None
+    reply = DNS_QR | (flags & (DNS_OPCODE | DNS_RD)) | DNS_RA
+    found = _question_end(query) if questions == 1 else None
+    if found is None:
+        return DNS_HEADER.pack(ident, reply | DNS_FORMERR, 0, 0, 0, 0), "a malformed query: FORMERR"
+    end, name = found
+    qtype = struct.unpack_from("!H", query, end - 4)[0]
+    rcode = DNS_NXDOMAIN if flags & DNS_OPCODE == 0 else DNS_NOTIMP
+    what = f"{name} {DNS_TYPES.get(qtype, qtype)}: {'NXDOMAIN' if rcode == DNS_NXDOMAIN else 'NOTIMP'}"
+    return DNS_HEADER.pack(ident, reply | rcode, 1, 0, 0, 0) + query[DNS_HEADER.size : end], what
+
+
+def dns_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", DNS_PORT))
+    return sock
+
+
+def answer_dns(sock: socket.socket) -> None:
+    try:
+        query, peer = sock.recvfrom(CHUNK)
+    except OSError:
+        return
+    if answered := dns_answer(query):
+        reply, what = answered
+        with contextlib.suppress(OSError):
+            sock.sendto(reply, peer)
+        log(f"dns {what}")
 
 
 def log(line: str) -> None:
@@ -147,7 +210,8 @@ def passt_argv(config: dict[str, Any]) -> list[str]:
         "--foreground",
         "--quiet",
         "--ipv4-only",
-        "--no-dhcp-dns",
+        "--dns",  # the gateway, which passt maps to the namespace's loopback: the relay answers
+        GATEWAY,
         "--no-dhcp-search",
         "--mtu",
         str(config.get("mtu", 1500)),
@@ -178,6 +242,8 @@ def serve(config: dict[str, Any]) -> None:
         sock = listener(port)
         sockets.append(sock)
         routes[sock.fileno()] = ("controller", port)
+    dns = dns_socket()
+    sockets.append(dns)
     Path(config["socket"]).unlink(missing_ok=True)
     # passt carries the run's tag like every process of the run (the reaper finds it by that).
     tag = os.environ.get(proc.ENV_RUN_TAG)
@@ -228,6 +294,7 @@ def _serve_until_stopped(
         + ", ".join(f"127.0.0.1:{h}→guest:{g}" for h, g in config["inbound"])
         + "; egress "
         + (", ".join(f"{GATEWAY}:{p}→127.0.0.1:{p}" for p in config["egress"]) or "none")
+        + f"; dns {GATEWAY}:{DNS_PORT} answers NXDOMAIN"
     )
     Path(config["ready"]).write_text(f"{os.getpid()} {passt}\n", encoding="utf-8")
     selector = selectors.DefaultSelector()
@@ -236,6 +303,9 @@ def _serve_until_stopped(
     while True:
         for key, _events in selector.select(timeout=5):
             server: socket.socket = key.fileobj  # type: ignore[assignment]
+            if server.type == socket.SOCK_DGRAM:
+                answer_dns(server)
+                continue
             client, _ = server.accept()
             where, port = routes[server.fileno()]
             # Made in the main thread (setns is per thread): the copy goes to a thread of its own.

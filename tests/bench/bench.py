@@ -45,7 +45,7 @@ REPORT_DIR = paths.REPO / "docs" / "bench"
 STEP_TIMEOUT = 5400.0
 PYTHON_RUNS = 10
 TEMPLATE = Path("roles/reverse_proxy/templates/etc/caddy/Caddyfile.j2")
-RUN_ID = re.compile(r"\brun ([0-9a-f]{8}): artifacts\b")
+RUN_ID = re.compile(r"\brun ([0-9a-f]{8}): (?:artifacts|directory)\b")  # what cycle and up print first
 SSH_WAIT = re.compile(r"✔ wait for SSH \([^)]*\) done in ([0-9.]+)s")
 # Ratios from this one run (issue #10's targets).
 TARGETS = {

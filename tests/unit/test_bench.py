@@ -87,3 +87,10 @@ def test_the_report_is_json_markdown_and_svg_and_never_overwrites(tmp_path: Path
     assert "| fast_cold_over_baseline_cold ≤ 0.5 | 0.4 | yes |" in text
     assert "| warm inner loop 1 | pass | 150 s |" in text
     ET.fromstring(first[2].read_text())
+
+
+def test_the_run_id_is_found_in_what_up_and_cycle_print() -> None:
+    up = "│ [    1.2s]   run afbec579: directory /var/lib/boma/runs/afbec579, artifacts /x\n"
+    cycle = "[    0.0s] run 4f35180f: artifacts /work/main/artifacts/askari-internal-4f35180f\n"
+    found = [bench.RUN_ID.search(text) for text in (up, cycle)]
+    assert [m.group(1) for m in found if m] == ["afbec579", "4f35180f"]

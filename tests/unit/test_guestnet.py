@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -90,7 +91,7 @@ def test_the_open_network_seed_has_no_proxy() -> None:
     assert not IPV4.findall(seed.user_data("boma-it-askari-0001", KEY))
 
 
-def test_passt_gets_no_dns_no_udp_and_only_the_declared_inbound_ports() -> None:
+def test_passt_offers_the_relays_dns_no_udp_and_only_the_declared_inbound_ports() -> None:
     from harness import relay  # noqa: PLC0415
 
     argv = relay.passt_argv(
@@ -98,7 +99,39 @@ def test_passt_gets_no_dns_no_udp_and_only_the_declared_inbound_ports() -> None:
     )
     assert argv[argv.index("--tcp-ports") + 1] == "22,443"
     assert argv[argv.index("--udp-ports") + 1] == "none"
-    assert {"--no-dhcp-dns", "--no-dhcp-search", "--ipv4-only"} <= set(argv)
+    assert {"--no-dhcp-search", "--ipv4-only"} <= set(argv)
+    assert argv[argv.index("--dns") + 1] == "10.0.2.2"  # the gateway: the relay answers there
+
+
+def dns_query(name: str, qtype: int = 1, *, flags: int = 0x0100, ident: int = 0x4242) -> bytes:
+    labels = b"".join(bytes([len(part)]) + part.encode() for part in name.split("."))
+    return struct.pack("!HHHHHH", ident, flags, 1, 0, 0, 1) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+
+
+def test_every_name_the_guest_asks_for_does_not_exist_with_its_question_echoed() -> None:
+    from harness import relay  # noqa: PLC0415
+
+    query = dns_query("uptime-kuma", qtype=28) + b"\0\0\x29\x10\0\0\0\0\0\0\0"  # an EDNS OPT record
+    answered = relay.dns_answer(query)
+    assert answered is not None
+    reply, line = answered
+    ident, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+    assert (ident, qd, an, ns, ar) == (0x4242, 1, 0, 0, 0)
+    assert flags & 0x8000 and flags & 0x0100 and flags & 0x0080  # a response, recursion desired and available
+    assert flags & 0xF == 3  # NXDOMAIN
+    assert reply[12:] == dns_query("uptime-kuma", qtype=28)[12:]  # the question, not the OPT record
+    assert line == "uptime-kuma AAAA: NXDOMAIN"
+
+
+def test_what_is_not_one_standard_query_gets_formerr_notimp_or_nothing() -> None:
+    from harness import relay  # noqa: PLC0415
+
+    assert relay.dns_answer(b"\x00\x01") is None  # shorter than a header
+    assert relay.dns_answer(dns_query("x", flags=0x8180)) is None  # a response: never answered
+    formerr = relay.dns_answer(dns_query("x")[:14])  # the question cut short
+    assert formerr is not None and struct.unpack_from("!H", formerr[0], 2)[0] & 0xF == 1
+    notimp = relay.dns_answer(dns_query("x", flags=0x2800))  # opcode UPDATE
+    assert notimp is not None and struct.unpack_from("!H", notimp[0], 2)[0] & 0xF == 4
 
 
 # -- the package cache's bookkeeping -------------------------------------------------------------
@@ -225,6 +258,24 @@ def test_the_guest_side_reaches_the_declared_port_and_nothing_else(
                             capture_output=True, text=True, timeout=30, check=False)
     assert routes.returncode != 0  # `ip route get` sends nothing: the route itself is unreachable
     assert "egress → controller 127.0.0.1:" in started.log.read_text(encoding="utf-8")
+
+
+@needs_root
+def test_the_relay_answers_dns_in_its_namespace_at_once(
+    relay: tuple[guestnet.Relay, Listener, Listener],
+) -> None:
+    started, _allowed, _other = relay
+    code = (
+        "import socket,struct\n"
+        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(5)\n"
+        "q=struct.pack('!HHHHHH',7,0x100,1,0,0,0)+b'\\x07nowhere\\x04boma\\x04test\\x00'+struct.pack('!HH',1,1)\n"
+        "s.sendto(q,('127.0.0.1',53)); r=s.recv(512)\n"
+        "print(struct.unpack_from('!H',r,0)[0], struct.unpack_from('!H',r,2)[0] & 15)\n"
+    )
+    done = subprocess.run(["nsenter", f"--net=/proc/{started.pid}/ns/net", "python3", "-c", code],
+                          capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout.split() == ["7", "3"]  # our id, NXDOMAIN
+    assert "dns nowhere.boma.test A: NXDOMAIN" in started.log.read_text(encoding="utf-8")
 
 
 @needs_root

@@ -67,3 +67,22 @@ def test_apt_goes_through_the_package_cache_and_it_answers(host, hermetic):
     """)
     assert result.rc == 0, result.stderr
     assert result.stdout.split()[0] == "200", result.stdout
+
+
+def test_a_name_lookup_is_answered_does_not_exist_by_the_gateway(host, hermetic):
+    """The relay answers DNS on the gateway: a lookup ends "no such name" (EAI_NONAME) instead
+    of "try again" (EAI_AGAIN, a resolver that timed out or failed). Without it, every lookup
+    in the guest or in its containers waited for a timeout; and it asks nothing of the world.
+    The name is under .example (RFC 2606), which the guest's resolver does not answer itself."""
+    result = guest_python(host, """
+        import socket
+        try:
+            socket.getaddrinfo("nowhere.boma.example", 443)
+            print("resolved")
+        except socket.gaierror as exc:
+            print("nxdomain" if exc.errno == socket.EAI_NONAME else f"other: {exc}")
+    """)
+    assert result.rc == 0, result.stderr
+    assert result.stdout.strip() == "nxdomain", result.stdout
+    dns = host.run("resolvectl dns")
+    assert GATEWAY in dns.stdout, f"the guest's resolver is not the gateway: {dns.stdout}"
