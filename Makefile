@@ -14,6 +14,10 @@ CERTS     ?= internal
 KEEP      ?=
 # Extra ansible-playbook arguments for bootstrap, e.g. BOOTSTRAP_ARGS='-e @runner.yml'
 BOOTSTRAP_ARGS ?=
+# Not root: the playbook becomes root through sudo (asking for the password only when sudo
+# needs one), and the user running it joins the libvirt and kvm groups (log in again after).
+ME        := $(shell id -un)
+OPERATOR_ARGS := $(if $(SUDO),-e '{"integration_test__operators": ["$(ME)"]}')
 
 .PHONY: help venv bootstrap lint unit e2e test test-integration test-integration-clean
 
@@ -37,9 +41,10 @@ venv: $(VENV)/.installed ## create the venv with the harness, Ansible and the li
 
 bootstrap: venv ## install the harness substrate on this machine (roles/integration_test)
 	@echo "==> applying playbooks/workstation.yml to this machine (QEMU, libvirt, mmdebstrap, ...)"
-	@ANSIBLE_CONFIG=ansible.cfg $(VENV)/bin/ansible-playbook -i localhost, -c local \
+	@ask=; if [ -n "$(SUDO)" ] && ! sudo -n true 2>/dev/null; then ask=--ask-become-pass; fi; \
+	ANSIBLE_CONFIG=ansible.cfg $(VENV)/bin/ansible-playbook -i localhost, -c local \
 	  -e workstation__hosts=localhost -e ansible_python_interpreter=/usr/bin/python3 \
-	  $(BOOTSTRAP_ARGS) playbooks/workstation.yml
+	  $$ask $(OPERATOR_ARGS) $(BOOTSTRAP_ARGS) playbooks/workstation.yml
 
 lint: venv ## ruff, mypy, ansible-lint, yamllint, tag check, syntax checks, actionlint
 	@$(NOX) -s lint

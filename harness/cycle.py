@@ -18,6 +18,7 @@ from harness import (
     accel,
     aptcache,
     config,
+    guestnet,
     hoststate,
     idempotence,
     liveness,
@@ -36,7 +37,7 @@ from harness import (
 from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.download import download_verified
-from harness.image.golden import GoldenImage, ensure_golden
+from harness.image.golden import GoldenImage, ensure_golden, is_cached
 from harness.image.recipe import CaddyRecipe
 from harness.machine import Machine
 from harness.provision import MachineRequest
@@ -130,6 +131,17 @@ def images(
     return golden, caddy, boot
 
 
+def unbuilt_image(options: CycleOptions, profile: config.Profile) -> str | None:
+    """The golden image this run would have to build (not cached), named for a reader; None if
+    it is cached or downloaded."""
+    if options.image_url:
+        return None
+    recipe = packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
+    if is_cached(recipe):
+        return None
+    return f"the golden image {recipe.key()}"
+
+
 def check_boot_options(options: CycleOptions) -> None:
     """Refuse, before anything is created, kernel arguments that no kernel would get: a
     firmware boot (or a downloaded image, which boots through its firmware) runs GRUB's own."""
@@ -172,6 +184,10 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
                 vcpus, why_vcpus = accel.guest_vcpus(profile.vcpus, options.vcpus)
                 log.info(f"guest vCPUs: {vcpus} ({why_vcpus})")
                 preflight.check_tools(with_image_build=options.image_url is None)
+                preflight.check_privileges(
+                    build_image=unbuilt_image(options, profile),
+                    hermetic=guestnet.open_because(tier, force_open=options.open_network) is None,
+                )
                 preflight.ensure_libvirt(options.uri)
                 preflight.check_resources(profile.memory_mib)
                 stack.enter_context(run)  # admission: the lock, the slot, the run directory
@@ -318,7 +334,8 @@ def state_diff(vm: Machine, before: statediff.State, summary: Summary) -> None:
     fail the cycle (:class:`harness.hoststate.StateChanged`)."""
     after = vm.capture_state("after-reboot", expect=before).state
     directory = vm.artifacts / "state"
-    differences = hoststate.record(before, after, vm.profile.reboot_diff_allow, directory)
+    rules = statediff.EXPECTED + speed.reboot_changes(vm.levers)
+    differences = hoststate.record(before, after, vm.profile.reboot_diff_allow, directory, rules)
     unexpected = statediff.unexpected(differences)
     silent = hoststate.silent_ports(after)
     summary.state_diff = {

@@ -149,11 +149,15 @@ def capture(
 
 
 def record(
-    before: statediff.State, after: statediff.State, allow: Sequence[Allowance], directory: Path
+    before: statediff.State,
+    after: statediff.State,
+    allow: Sequence[Allowance],
+    directory: Path,
+    rules: Sequence[statediff.Expected] = statediff.EXPECTED,
 ) -> list[statediff.Difference]:
     """Compare, write ``diff.json`` and ``diff.txt`` into ``directory``, print the short diff;
     return the differences."""
-    differences = statediff.compare(before, after, allow)
+    differences = statediff.compare(before, after, allow, rules)
     text = statediff.render(differences)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "diff.txt").write_text(text + "\n", encoding="utf-8")

@@ -5,6 +5,7 @@ Capacity (how many test VMs may run at once) is the run's admission: :mod:`harne
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -32,8 +33,35 @@ def check_tools(with_image_build: bool) -> None:
         proc.require(tool)
 
 
+def check_privileges(*, build_image: str | None, hermetic: bool, euid: int | None = None) -> None:
+    """Say at the start, before anything is made, what this run would need root for.
+
+    ``build_image``: the image the run would build (it is not cached), or None. Building one
+    needs root (a loop device and a mount, harness/image/disk.py); so does the hermetic network
+    (a network namespace per machine). Everything else works as a member of the libvirt group.
+    """
+    if (os.geteuid() if euid is None else euid) == 0:
+        return
+    needs, ways = [], []
+    if build_image:
+        needs.append(f"building {build_image} (a loop device and a mount)")
+        ways.append("build the images once as root (sudo .venv/bin/python -m harness image --host HOST)")
+    if hermetic:
+        needs.append("the hermetic network (a network namespace per machine)")
+        ways.append("--open-network gives QEMU's user-mode network instead")
+    if needs:
+        raise HarnessError(
+            "this run needs root for " + " and ".join(needs),
+            hint="; ".join([*ways, "or run as root, as CI does"]),
+        )
+
+
 def systemd_is_init() -> bool:
     return Path("/run/systemd/system").is_dir()
+
+
+LIBVIRT_DAEMONS = ("virtlogd", "libvirtd")
+OPERATOR_HINT = "make bootstrap, run as that user, adds them (integration_test__operators); then log in again"
 
 
 def ensure_libvirt(uri: str) -> None:
@@ -51,17 +79,25 @@ def ensure_libvirt(uri: str) -> None:
     try:
         answers()
         return
-    except NotYet:
-        pass
+    except NotYet as exc:
+        refusal = str(exc)
     if systemd_is_init():
         raise HarnessError(
-            f"libvirt at {uri} does not answer",
-            hint="sudo systemctl start libvirtd virtlogd (or: make bootstrap)",
+            f"libvirt at {uri} does not answer: {refusal}",
+            hint="sudo systemctl start libvirtd virtlogd (or: make bootstrap); "
+            "a user who is not root must be in the libvirt group: " + OPERATOR_HINT,
+        )
+    stopped = [d for d in LIBVIRT_DAEMONS if proc.run(["pgrep", "-x", d], check=False, quiet=True).returncode]
+    if not stopped and os.geteuid() != 0:
+        # Its daemons run and it refuses this user: waiting would change nothing.
+        raise HarnessError(
+            f"libvirt at {uri} refuses this user (uid {os.geteuid()}): {refusal}",
+            hint="without systemd (and polkit) only root may use qemu:///system here; "
+            "elsewhere a member of the libvirt group may: " + OPERATOR_HINT,
         )
     with log.step("starting libvirt daemons (no systemd on this machine)"):
-        for daemon in ("virtlogd", "libvirtd"):
-            if proc.run(["pgrep", "-x", daemon], check=False, quiet=True).returncode != 0:
-                proc.run([daemon, "-d"])
+        for daemon in stopped:
+            proc.run([daemon, "-d"])
         wait_until(answers, what=f"libvirt at {uri}", timeout=LIBVIRT_START_TIMEOUT, interval=1)
 
 

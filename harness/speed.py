@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from harness.errors import BadInput
+from harness.statediff import Expected
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,26 @@ RISKS: dict[str, str] = {
         "on the real hosts; the test command keeps a run without it"
     ),
 }
+
+# What a lever changes across the reboot by design, so that the state diff expects it rather
+# than failing the cycle: with cloud-init off after the first boot, its targets, stages and
+# hotplug socket are not there after the reboot.
+REBOOT_CHANGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cloud_init_once": (
+        "the harness turned cloud-init off after the first boot",
+        ("units/cloud-init*", "units/cloud-config*", "units/cloud-final*"),
+    ),
+}
+
+
+def reboot_changes(levers: Levers) -> tuple[Expected, ...]:
+    """The state diff's rules for what ``levers`` change across the reboot."""
+    return tuple(
+        Expected(pattern, f"speed lever {name}: {reason}")
+        for name, (reason, patterns) in REBOOT_CHANGES.items()
+        if getattr(levers, name)
+        for pattern in patterns
+    )
 
 
 def preset(name: str) -> Levers:

@@ -348,23 +348,26 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 # -- comparing ---------------------------------------------------------------------------------
 
 
-def compare(before: State, after: State, allow: Sequence[Allowance] = ()) -> list[Difference]:
-    """Every path whose value differs, in path order; each marked expected when a built-in
-    rule or the profile's allowance names it."""
+def compare(
+    before: State, after: State, allow: Sequence[Allowance] = (), rules: Sequence[Expected] = EXPECTED
+) -> list[Difference]:
+    """Every path whose value differs, in path order; each marked expected when one of
+    ``rules`` (the built-in ones, plus what the run's speed levers do: harness.speed) or the
+    profile's allowance names it."""
     differences = []
     for path in sorted(set(before) | set(after)):
         old, new = before.get(path, ABSENT), after.get(path, ABSENT)
         if old == new:
             continue
-        differences.append(Difference(path, old, new, why_expected(path, allow)))
+        differences.append(Difference(path, old, new, why_expected(path, allow, rules)))
     return differences
 
 
-def why_expected(path: str, allow: Sequence[Allowance]) -> str | None:
+def why_expected(path: str, allow: Sequence[Allowance], rules: Sequence[Expected] = EXPECTED) -> str | None:
     for allowance in allow:
         if fnmatchcase(path, allowance.pattern):
             return f"{allowance.reason} (profile)"
-    for rule in EXPECTED:
+    for rule in rules:
         if fnmatchcase(path, rule.pattern):
             return rule.reason
     return None

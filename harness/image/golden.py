@@ -78,6 +78,11 @@ def ensure_golden(recipe: GoldenRecipe) -> GoldenImage:
     return image
 
 
+def is_cached(recipe: GoldenRecipe) -> bool:
+    """Whether ``recipe``'s image is in the cache (a run then builds nothing)."""
+    return _load(golden_dir(recipe), recipe) is not None
+
+
 def _load(directory: Path, recipe: GoldenRecipe) -> GoldenImage | None:
     """The image in ``directory`` if it is complete (it only appears there by rename)."""
     image = GoldenImage(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ansible, cli, inventory, speed, virt
+from harness import ansible, cli, inventory, speed, statediff, virt
 from harness.errors import BadInput, HarnessError
 from tests.unit.test_inventory import endpoint, fake_real, render, write  # noqa: F401 (a fixture)
 from tests.unit.test_virt import spec
@@ -112,3 +112,33 @@ def test_a_mitogen_variable_in_host_vars_is_not_copied(tmp_path: Path, fake_real
         (rendered.path / "host_vars" / f"{rendered.host}.yml").read_text(encoding="utf-8")
     )
     assert "mitogen_via" not in host_vars
+
+
+# What the bench's fast cycle saw across the reboot (2026-12-03) before the state diff knew
+# the cloud_init_once lever: cloud-init's units were gone after the reboot.
+CLOUD_INIT_UNITS = {
+    "units/cloud-config.target": "active/active",
+    "units/cloud-init-hotplugd.socket": "active/listening",
+    "units/cloud-init.target": "active/active",
+}
+
+
+def test_cloud_init_gone_after_the_reboot_is_expected_only_when_the_harness_turned_it_off() -> None:
+    before = {**CLOUD_INIT_UNITS, "units/caddy.service": "active/running"}
+    after = {"units/caddy.service": "active/running"}
+
+    def diff(levers: speed.Levers) -> list[statediff.Difference]:
+        return statediff.compare(before, after, (), statediff.EXPECTED + speed.reboot_changes(levers))
+
+    with_lever, without = diff(speed.DEFAULT), diff(speed.BASELINE)
+
+    assert [d.path for d in with_lever] == sorted(CLOUD_INIT_UNITS)
+    assert statediff.unexpected(with_lever) == []
+    assert all("speed lever cloud_init_once" in (d.why_expected or "") for d in with_lever)
+    assert [d.path for d in statediff.unexpected(without)] == sorted(CLOUD_INIT_UNITS)
+
+
+def test_the_lever_excuses_only_cloud_inits_units() -> None:
+    before = {"units/caddy.service": "active/running", "units/cloudflared.service": "active/running"}
+    differences = statediff.compare(before, {}, (), statediff.EXPECTED + speed.reboot_changes(speed.FAST))
+    assert [d.path for d in statediff.unexpected(differences)] == sorted(before)
