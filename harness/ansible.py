@@ -64,20 +64,54 @@ class ApplyFailed(BomaError):
 STEP_TIMEOUT = 2700.0
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Playbook steps that run in one ``ansible-playbook`` process, in order, with one set of
+    tags: one step each, or the consecutive steps with equal tags (the ``one_process`` lever)."""
+
+    playbooks: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.playbooks) + (f" --tags {','.join(self.tags)}" if self.tags else "")
+
+
+def as_batch(step: PlaybookStep | Batch) -> Batch:
+    return step if isinstance(step, Batch) else Batch((step.playbook,), step.tags)
+
+
+def batches(steps: Sequence[PlaybookStep], *, one_process: bool) -> list[Batch]:
+    """The processes that apply ``steps``: one per step, or (``one_process``) one per run of
+    consecutive steps with the same tags, since one command line carries one ``--tags``."""
+    grouped: list[Batch] = []
+    for step in steps:
+        if one_process and grouped and grouped[-1].tags == step.tags:
+            grouped[-1] = Batch((*grouped[-1].playbooks, step.playbook), step.tags)
+        else:
+            grouped.append(as_batch(step))
+    return grouped
+
+
 def playbook_argv(
-    inventory: RenderedInventory, step: PlaybookStep, extra_vars: Sequence[Path], *, diff: bool = False
+    inventory: RenderedInventory,
+    step: PlaybookStep | Batch,
+    extra_vars: Sequence[Path],
+    *,
+    diff: bool = False,
 ) -> list[str]:
-    """The exact command for one step. ``--limit`` names the VM: belt and braces with the
-    isolated inventory; the connection file comes last so it wins over every overlay.
-    ``diff`` adds ``--diff``: a changed task then records what it changed."""
+    """The exact command for one step (or batch of steps). ``--limit`` names the VM: belt and
+    braces with the isolated inventory; the connection file comes last so it wins over every
+    overlay. ``diff`` adds ``--diff``: a changed task then records what it changed."""
+    batch = as_batch(step)
     argv = ["ansible-playbook", "-i", str(inventory.path / "hosts.yml"), "--limit", inventory.host]
     if diff:
         argv.append("--diff")
     for file in (*extra_vars, inventory.connection_vars):
         argv += ["-e", f"@{file}"]
-    if step.tags:
-        argv += ["--tags", ",".join(step.tags)]
-    argv.append(str(paths.PLAYBOOKS_DIR / step.playbook))
+    if batch.tags:
+        argv += ["--tags", ",".join(batch.tags)]
+    argv += [str(paths.PLAYBOOKS_DIR / playbook) for playbook in batch.playbooks]
     return argv
 
 
@@ -178,7 +212,7 @@ def task_times(sink: Path) -> list[TaskRecord]:
 
 def run_step(
     inventory: RenderedInventory,
-    step: PlaybookStep,
+    step: PlaybookStep | Batch,
     extra_vars: Sequence[Path],
     *,
     logfile: Path,
@@ -200,7 +234,7 @@ def run_step(
 
 def run_step_checked(
     inventory: RenderedInventory,
-    step: PlaybookStep,
+    step: PlaybookStep | Batch,
     extra_vars: Sequence[Path],
     *,
     logfile: Path,
@@ -221,7 +255,7 @@ def run_step_checked(
     The judgement reads what this run appended to ``logfile``. A retried step runs whole again
     (the roles are idempotent), so ``task_sink`` holds the tasks of every attempt.
     """
-    name = step.playbook + (f" --tags {','.join(step.tags)}" if step.tags else "")
+    name = as_batch(step).name
 
     def attempt() -> None:
         offset = logfile.stat().st_size if logfile.exists() else 0

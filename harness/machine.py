@@ -338,19 +338,17 @@ class Machine:
         task_sink = self.artifacts / record
         task_sink.unlink(missing_ok=True)  # this apply's tasks only
         try:
-            for step in self.profile.steps:
-                with log.step(
-                    f"playbook {step.playbook}" + (f" --tags {','.join(step.tags)}" if step.tags else "")
-                ):
+            for batch in ansible.batches(self.profile.steps, one_process=self.levers.one_process):
+                with log.step(f"playbook {batch.name}"):
                     ansible.run_step_checked(
                         self.inventory,
-                        step,
+                        batch,
                         self.extra_vars(extra_overrides),
                         logfile=logfile,
                         fact_cache=fact_cache,
                         task_sink=task_sink,
                         diff=diff,
-                        alive=self.watch_up(f"the guest died during playbook {step.playbook}").check,
+                        alive=self.watch_up(f"the guest died during playbook {batch.name}").check,
                         levers=self.levers,
                     )
         finally:

@@ -11,7 +11,8 @@ Three presets, chosen with ``--speed`` on ``cycle`` and ``up``:
 - ``baseline``: the configuration the bench compares against: the plain golden image, Ansible's
   own connection (with its ``-C``), the disk's default cache, cloud-init at every boot.
 - ``default``: what a plain ``cycle`` does: the levers that change nothing the roles can see.
-- ``fast``: ``default`` plus Mitogen, which runs Ansible's modules differently (named, below).
+- ``fast``: ``default`` plus Mitogen, which runs Ansible's modules differently, and the
+  playbooks in one process (both named, below).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class Levers:
     cloud_init_once: bool = True
     # Mitogen's strategy: one Python per host for the whole play instead of one per task.
     mitogen: bool = False
+    # The profile's consecutive steps with the same tags in one ansible-playbook process: one
+    # connection (and, under Mitogen, one guest interpreter) for all of them, not one per step.
+    one_process: bool = False
 
     def as_json(self) -> dict[str, bool]:
         return asdict(self)
@@ -53,10 +57,15 @@ class Levers:
 
 
 BASELINE = Levers(
-    package_layer=False, ssh_compression=True, disk_cache_unsafe=False, cloud_init_once=False, mitogen=False
+    package_layer=False,
+    ssh_compression=True,
+    disk_cache_unsafe=False,
+    cloud_init_once=False,
+    mitogen=False,
+    one_process=False,
 )
 DEFAULT = Levers()
-FAST = replace(DEFAULT, mitogen=True)
+FAST = replace(DEFAULT, mitogen=True, one_process=True)
 PRESETS: dict[str, Levers] = {"baseline": BASELINE, "default": DEFAULT, "fast": FAST}
 
 # What a lever risks: a run that used it says so in its summary. Levers without an entry change
@@ -73,6 +82,10 @@ RISKS: dict[str, str] = {
     "mitogen": (
         "Ansible's modules ran under Mitogen (one interpreter per host), not as Ansible runs them "
         "on the real hosts; the test command keeps a run without it"
+    ),
+    "one_process": (
+        "the profile's playbooks ran in one ansible-playbook process: a variable one of them sets "
+        "(set_fact, register) was still set in the next, which it is not when they run one by one"
     ),
 }
 

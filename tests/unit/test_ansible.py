@@ -334,3 +334,28 @@ def test_an_unreachable_host_with_a_live_quiet_guest_is_still_retried(
     ran = replay(monkeypatch, "unreachable-connect-refused", "ok")
     ansible.run_step_checked(rendered, PlaybookStep("site.yml"), [], alive=watch.check, **step_files)
     assert ran == ["unreachable-connect-refused", "ok"]
+
+
+def test_steps_run_one_process_each_unless_the_lever_batches_them() -> None:
+    steps = [PlaybookStep("site.yml"), PlaybookStep("offsite.yml"), PlaybookStep("extra.yml", ("base",))]
+    assert ansible.batches(steps, one_process=False) == [
+        ansible.Batch(("site.yml",)),
+        ansible.Batch(("offsite.yml",)),
+        ansible.Batch(("extra.yml",), ("base",)),
+    ]
+    # One command line carries one --tags: only consecutive steps with equal tags share a process.
+    assert ansible.batches(steps, one_process=True) == [
+        ansible.Batch(("site.yml", "offsite.yml")),
+        ansible.Batch(("extra.yml",), ("base",)),
+    ]
+
+
+def test_a_batch_is_one_command_with_its_playbooks_in_order(rendered: RenderedInventory) -> None:
+    batch = ansible.Batch(("site.yml", "offsite.yml"), ("docker",))
+    argv = ansible.playbook_argv(rendered, batch, [])
+    assert argv[-2:] == [str(paths.PLAYBOOKS_DIR / "site.yml"), str(paths.PLAYBOOKS_DIR / "offsite.yml")]
+    assert option_values(argv, "--tags") == ["docker"]
+    assert batch.name == "site.yml + offsite.yml --tags docker"
+    assert ansible.playbook_argv(rendered, PlaybookStep("site.yml"), []) == ansible.playbook_argv(
+        rendered, ansible.Batch(("site.yml",)), []
+    )

@@ -23,15 +23,17 @@ def test_the_presets_differ_where_the_docs_say() -> None:
         disk_cache_unsafe=False,
         cloud_init_once=False,
         mitogen=False,
+        one_process=False,
     ) == speed.BASELINE
-    assert replace(speed.DEFAULT, mitogen=True) == speed.FAST
+    assert replace(speed.DEFAULT, mitogen=True, one_process=True) == speed.FAST
     assert not speed.DEFAULT.mitogen, "the test command's runs keep Ansible's own way of running modules"
+    assert not speed.DEFAULT.one_process, "the test command runs the playbooks one by one, as on the hosts"
 
 
 def test_every_lever_that_changes_what_is_tested_has_a_risk_and_the_others_do_not() -> None:
     names = {f.name for f in fields(speed.Levers)}
     assert set(speed.RISKS) <= names
-    assert set(speed.RISKS) == {"package_layer", "cloud_init_once", "mitogen"}
+    assert set(speed.RISKS) == {"package_layer", "cloud_init_once", "mitogen", "one_process"}
 
 
 @pytest.mark.parametrize("name", list(speed.PRESETS))
