@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,10 +151,17 @@ def test_a_second_signal_during_teardown_does_not_abandon_the_domain(
         return real_remove(run_state)  # type: ignore[arg-type]
 
     monkeypatch.setattr(teardown, "remove_domains", impatient)
+    # Started in the background (nohup, `cmd &`), the test run inherits SIGINT ignored, and
+    # cancellable() respects an inherited ignore by design: start from the default handler.
+    inherited = signal.signal(signal.SIGINT, signal.SIG_DFL)
     run = Run(spec(world, Keep.ON_FAILURE))
-    with pytest.raises(Interrupted), signals.cancellable(), run:
-        run.add_machine(request(world))
-        os.kill(os.getpid(), signal.SIGINT)
+    try:
+        with pytest.raises(Interrupted), signals.cancellable(), run:
+            run.add_machine(request(world))
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises here at the latest, inside the body
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert domains(conn) == []
     assert not run.state.dir.exists()
 
