@@ -38,7 +38,7 @@ from harness.errors import BadInput, BomaError, ExitCode
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.download import download_verified
 from harness.image.golden import GoldenImage, ensure_golden, is_cached
-from harness.image.recipe import CaddyRecipe
+from harness.image.recipe import CaddyRecipe, GoldenRecipe
 from harness.machine import Machine
 from harness.provision import MachineRequest
 from harness.run import Keep, Run, RunSpec
@@ -124,11 +124,15 @@ def images(
             log.info("a downloaded image boots through its own firmware and GRUB")
             boot = BootMode.FIRMWARE
     else:
-        golden = ensure_golden(
-            packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
-        )
+        golden = ensure_golden(golden_recipe(options, profile))
     caddy = ensure_caddy_tarball(CaddyRecipe()) if runvars.wants_caddy_archive(profile, tier) else None
     return golden, caddy, boot
+
+
+def golden_recipe(options: CycleOptions, profile: config.Profile) -> GoldenRecipe:
+    """The recipe of the golden image this run boots: the profile's, with its package layer
+    unless the levers turn it off."""
+    return packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
 
 
 def unbuilt_image(options: CycleOptions, profile: config.Profile) -> str | None:
@@ -136,7 +140,7 @@ def unbuilt_image(options: CycleOptions, profile: config.Profile) -> str | None:
     it is cached or downloaded."""
     if options.image_url:
         return None
-    recipe = packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
+    recipe = golden_recipe(options, profile)
     if is_cached(recipe):
         return None
     return f"the golden image {recipe.key()}"

@@ -33,14 +33,14 @@ def check_tools(with_image_build: bool) -> None:
         proc.require(tool)
 
 
-def check_privileges(*, build_image: str | None, hermetic: bool, euid: int | None = None) -> None:
+def check_privileges(*, build_image: str | None, hermetic: bool) -> None:
     """Say at the start, before anything is made, what this run would need root for.
 
     ``build_image``: the image the run would build (it is not cached), or None. Building one
     needs root (a loop device and a mount, harness/image/disk.py); so does the hermetic network
     (a network namespace per machine). Everything else works as a member of the libvirt group.
     """
-    if (os.geteuid() if euid is None else euid) == 0:
+    if os.geteuid() == 0:
         return
     needs, ways = [], []
     if build_image:
@@ -88,10 +88,11 @@ def ensure_libvirt(uri: str) -> None:
             "a user who is not root must be in the libvirt group: " + OPERATOR_HINT,
         )
     stopped = [d for d in LIBVIRT_DAEMONS if proc.run(["pgrep", "-x", d], check=False, quiet=True).returncode]
-    if not stopped and os.geteuid() != 0:
+    uid = os.geteuid()
+    if not stopped and uid != 0:
         # Its daemons run and it refuses this user: waiting would change nothing.
         raise HarnessError(
-            f"libvirt at {uri} refuses this user (uid {os.geteuid()}): {refusal}",
+            f"libvirt at {uri} refuses this user (uid {uid}): {refusal}",
             hint="without systemd (and polkit) only root may use qemu:///system here; "
             "elsewhere a member of the libvirt group may: " + OPERATOR_HINT,
         )

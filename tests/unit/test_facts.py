@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOKS = sorted((REPO / "playbooks").glob("*.yml"))
+from harness import paths
+
+REPO = paths.REPO
+PLAYBOOKS = sorted(paths.PLAYBOOKS_DIR.glob("*.yml"))
 # ansible_facts, and the names Ansible injects for them (INJECT_FACTS_AS_VARS): any use is a read.
 FACT_READ = re.compile(
     r"\bansible_facts\b|\bansible_(?:distribution\w*|os_family|default_ipv[46]|all_ipv[46]_addresses"
@@ -75,7 +77,7 @@ def test_no_role_under_a_factless_play_reads_facts(playbook: str, play: str, rol
     assert not readers, f"{playbook} / {play} skips facts, but its roles read them: {readers}"
 
 
-def test_the_check_sees_a_fact_read(tmp_path: Path) -> None:
+def test_the_check_sees_a_fact_read() -> None:
     """The pattern is not blind: the reads a role would write are found."""
     for text in (
         "{{ ansible_facts['distribution'] }}",

@@ -64,12 +64,16 @@ def test_too_little_disk_names_the_folder(tmp_path: Path, monkeypatch: pytest.Mo
     assert probed == [tmp_path]  # the nearest folder that exists
 
 
-def test_root_may_build_and_isolate() -> None:
-    preflight.check_privileges(build_image="the golden image abc", hermetic=True, euid=0)
+def test_root_may_build_and_isolate(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: 0)
+    preflight.check_privileges(build_image="the golden image abc", hermetic=True)
 
 
-def test_a_user_with_a_cached_image_on_the_open_network_needs_no_root() -> None:
-    preflight.check_privileges(build_image=None, hermetic=False, euid=1000)
+def test_a_user_with_a_cached_image_on_the_open_network_needs_no_root(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: 1000)
+    preflight.check_privileges(build_image=None, hermetic=False)
 
 
 @pytest.mark.parametrize(
@@ -81,10 +85,11 @@ def test_a_user_with_a_cached_image_on_the_open_network_needs_no_root() -> None:
     ],
 )
 def test_a_user_is_told_at_the_start_what_needs_root_and_the_way_round_it(
-    build_image: str | None, hermetic: bool, named: list[str]
+    build_image: str | None, hermetic: bool, named: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(preflight.os, "geteuid", lambda: 1000)
     with pytest.raises(HarnessError) as caught:
-        preflight.check_privileges(build_image=build_image, hermetic=hermetic, euid=1000)
+        preflight.check_privileges(build_image=build_image, hermetic=hermetic)
     hint = caught.value.hint or ""
     assert all(part in caught.value.message for part in named)
     assert ("python -m harness image" in hint) == (build_image is not None)
