@@ -24,6 +24,7 @@ OPERATOR_ARGS := $(if $(SUDO),-e '{"integration_test__operators": ["$(ME)"]}')
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-24s %s\n", $$1, $$2}'
 	@echo "  make test-integration HOST=askari [CERTS=internal] [KEEP=1]"
+	@echo "  make test-integration SCENARIO=offsite-peer [CERTS=internal] [KEEP=1]"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@echo "==> apt prerequisites for the venv: $(APT_PREREQS)"
@@ -58,10 +59,11 @@ e2e: bootstrap ## the incident end to end: RED must fail for the right reason, G
 test: bootstrap ## the project's test command: lint, unit tests, then the RED→GREEN end-to-end
 	@$(NOX) -s lint unit e2e
 
-test-integration: ## one full cycle: make test-integration HOST=askari [CERTS=internal] [KEEP=1]
-	$(if $(HOST),,$(error usage: make test-integration HOST=<profile> [CERTS=<tier>] [KEEP=1]; profiles: $(basename $(notdir $(wildcard profiles/*.yml)))))
+test-integration: ## one full cycle: make test-integration HOST=askari|SCENARIO=offsite-peer [CERTS=internal] [KEEP=1]
+	$(if $(HOST)$(SCENARIO),,$(error usage: make test-integration HOST=<profile> | SCENARIO=<scenario> [CERTS=<tier>] [KEEP=1]; profiles: $(basename $(notdir $(wildcard profiles/*.yml))); scenarios: $(basename $(notdir $(wildcard scenarios/*.yml)))))
+	$(if $(and $(HOST),$(SCENARIO)),$(error give HOST or SCENARIO, not both))
 	@$(MAKE) --no-print-directory bootstrap
-	@$(NOX) -s "integration(host='$(HOST)', certs='$(CERTS)')" $(if $(KEEP),-- --keep)
+	@$(NOX) -s $(if $(SCENARIO),"scenario(name='$(SCENARIO)', certs='$(CERTS)')","integration(host='$(HOST)', certs='$(CERTS)')") $(if $(KEEP),-- --keep)
 
 test-integration-clean: venv ## remove every test VM, run directory and half-built image
 	@$(VENV)/bin/python -m harness prune

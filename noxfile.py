@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import nox
 
 if TYPE_CHECKING:
-    from harness.matrix import Broken, Cell
+    from harness.matrix import Broken, Cell, ScenarioCell
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # nox does not put the repo on sys.path
 
@@ -22,7 +22,7 @@ nox.options.reuse_venv = "yes"  # libvirt-python compiles on install; reuse it b
 nox.options.error_on_missing_interpreters = True
 
 
-def _survey() -> tuple[list[Cell], list[Broken]]:
+def _survey() -> tuple[list[Cell], list[Broken], list[ScenarioCell]]:
     """The valid cells, and the files that keep cells out, validated by harness/config.py.
 
     Never raises: lint and unit must stay listed whatever a profile or tier file says. Each
@@ -35,18 +35,18 @@ def _survey() -> tuple[list[Cell], list[Broken]]:
             f"boma: no integration sessions: {exc}; use the venv's nox (make venv; .venv/bin/nox)",
             file=sys.stderr,
         )
-        return [], []
+        return [], [], []
     try:
         found = survey()
     except Exception as exc:  # a bug in the survey: say so, and keep lint and unit listed
         print(f"boma: no integration sessions: the matrix could not be read: {exc!r}", file=sys.stderr)
-        return [], []
+        return [], [], []
     for broken in found.broken:
         print(f"boma: {broken.warning()}", file=sys.stderr)
-    return found.cells, found.broken
+    return found.cells, found.broken, found.scenarios
 
 
-MATRIX, BROKEN = _survey()
+MATRIX, BROKEN, SCENARIOS = _survey()
 # On Ctrl-C nox by default sends SIGTERM 0.3 s after the interrupt and SIGKILL 0.2 s later,
 # which cuts the harness's teardown short and leaks the VM. The harness handles the signal
 # itself and its teardown is bounded; nox only steps in if that bound is broken.
@@ -75,6 +75,22 @@ def integration(session: nox.Session, host: str, certs: str) -> None:
         "--certs",
         certs,
         *session.posargs,
+        **HARNESS_SIGNALS,
+    )
+
+
+@nox.session
+@nox.parametrize(
+    ["name", "certs"],
+    [nox.param(c.name, c.certs, id=None) for c in SCENARIOS],
+)
+def scenario(session: nox.Session, name: str, certs: str) -> None:
+    """Boot a scenario's machines as one run (scenarios/), apply, reboot for real, verify."""
+    cell = next(c for c in SCENARIOS if (c.name, c.certs) == (name, certs))
+    session.log(cell.description)
+    session.install("-r", "requirements.txt")
+    session.run(
+        "python", "-m", "harness", "scenario", "--name", name, "--certs", certs, *session.posargs,
         **HARNESS_SIGNALS,
     )
 

@@ -27,6 +27,7 @@ from harness import (
     paths,
     preflight,
     proc,
+    scenario_run,
     signals,
     speed,
     teardown,
@@ -131,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip applying the steps again after the reboot (the inner loop; the summary says so)",
     )
+    p = sub.add_parser("scenario", help="a scenario's machines as one run: boot, apply, reboot, verify")
+    p.add_argument("--name", required=True, help="scenario (scenarios/<name>.yml)")
+    p.add_argument("--certs", default=DEFAULT_TIER, help="cert tier (certs/<tier>.yml)")
+    p.add_argument("--accel", choices=["kvm", "tcg"], help="override the detected accelerator")
+    p.add_argument("--vcpus", type=int, metavar="N", help="every guest's vCPUs (default: each profile's)")
+    p.add_argument("--uri", default=virt.DEFAULT_URI, help="libvirt URI")
+    p.add_argument("--deadline", type=float, default=cycle.DEFAULT_DEADLINE, help="seconds for the whole run")
+    p.add_argument("--speed", choices=list(speed.PRESETS), default="default", help="speed levers (see cycle)")
+    p.add_argument("--no-package-layer", action="store_true", help="boot the plain golden image")
+    p.add_argument("--no-idempotence", action="store_true", help="skip applying again after the reboot")
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument("--keep", action="store_true", help="keep every machine even on success")
+    keep.add_argument("--no-keep", action="store_true", help="remove every machine even on failure")
+    _override_arg(p)
     image = sub.add_parser("image", help="build (or find cached) the golden image and the Caddy tarball")
     image.add_argument(
         "--host",
@@ -210,6 +225,25 @@ def cmd_cycle(args: argparse.Namespace) -> int:
     with signals.cancellable(options.deadline):
         summary = cycle.run_cycle_retrying(options)
     log.info(f"PASS: {summary.host} with certs {summary.tier} in {summary.total_s:.0f}s")
+    return ExitCode.OK
+
+
+def cmd_scenario(args: argparse.Namespace) -> int:
+    options = scenario_run.ScenarioOptions(
+        name=args.name,
+        certs=args.certs,
+        keep=_keep_policy(args),
+        accel=args.accel,
+        uri=args.uri,
+        deadline=args.deadline,
+        extra_overrides=tuple(args.override),
+        idempotence=not args.no_idempotence,
+        vcpus=args.vcpus,
+        levers=_levers(args),
+    )
+    with signals.cancellable(options.deadline):
+        summary = scenario_run.run_scenario(options)
+    log.info(f"PASS: scenario {summary.host} with certs {summary.tier} in {summary.total_s:.0f}s")
     return ExitCode.OK
 
 
@@ -454,6 +488,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "cycle": cmd_cycle,
+    "scenario": cmd_scenario,
     "image": cmd_image,
     "up": cmd_up,
     "apply": cmd_apply,
@@ -482,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = {
             "cycle": "everything this run created was removed",
             "up": "everything this run created was removed",
+            "scenario": "everything this run created was removed",
         }.get(args.command, "the kept run stays as it was (python -m harness list)")
         print(f"interrupted{how}: {what}", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)

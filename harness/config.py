@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
@@ -76,6 +76,15 @@ class Allowance:
     reason: str
 
 
+class Kind(StrEnum):
+    """What a profile's machine is."""
+
+    HOST = "host"  # mirrors a host of the real inventory: its groups, its playbooks, its suite
+    # A test-only machine that mirrors no real host and is applied nothing: a scenario's
+    # client, probing the hosts from outside as the internet does (scenarios/).
+    CLIENT = "client"
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -87,7 +96,7 @@ class Profile:
     overrides: tuple[Path, ...]
     published_ports: tuple[PublishedPort, ...]
     cert_tiers: tuple[str, ...]
-    suite: Path
+    suite: Path | None  # None for a client: a scenario's suites judge it
     memory_mib: int
     vcpus: int
     # Tasks allowed to report "changed" when the steps are applied again after the reboot.
@@ -96,6 +105,11 @@ class Profile:
     reboot_diff_allow: tuple[Allowance, ...] = ()
     # Packages installed into this profile's golden image at build time (harness.packagelayer).
     package_layer: tuple[str, ...] = ()
+    kind: Kind = Kind.HOST
+
+    @property
+    def is_client(self) -> bool:
+        return self.kind is Kind.CLIENT
 
     @property
     def needs_caddy(self) -> bool:
@@ -453,6 +467,7 @@ class _PathAllowance(_Schema):
 
 
 class _ProfileFile(_Schema):
+    kind: Literal["host"] = "host"
     description: str = ""
     inventory_host: Annotated[str, AfterValidator(_host)]
     groups: Annotated[
@@ -472,6 +487,15 @@ class _ProfileFile(_Schema):
     package_layer: Annotated[
         list[Annotated[str, AfterValidator(_layer_package)]], AfterValidator(_unique())
     ] = []
+
+
+class _ClientFile(_Schema):
+    """A client profile: no inventory host, groups, steps, overrides or suite of its own."""
+
+    kind: Literal["client"]
+    description: str = ""
+    memory_mib: Annotated[int, AfterValidator(_between(512, 65536))] = 1024
+    vcpus: Annotated[int, AfterValidator(_between(1, 64))] = 1
 
 
 class _TierMeta(_Schema):
@@ -549,6 +573,8 @@ def _describe(error: ErrorDetails, schema: type[BaseModel]) -> str:
             if close
             else f"unknown key (known: {', '.join(known)})"
         )
+    elif kind == "literal_error" and loc == ("kind",):
+        what = f"must be one of {', '.join(k.value for k in Kind)}, not {error['input']!r}"
     elif kind == "enum":
         what = f"must be one of {error.get('ctx', {}).get('expected', '?')}, not {error['input']!r}"
     else:
@@ -578,6 +604,8 @@ def load_profile(name: str, directory: Path | None = None, *, layout: Layout | N
     path = layout.profiles / f"{name}.yml"
     shown = layout.show(path)
     data = _load_yaml(path, shown)
+    if data.get("kind") == Kind.CLIENT.value:
+        return _client_profile(name, path, shown, data)
     defaults = {"inventory_host": name, "suite": name}
     context = _Context(
         layout=layout,
@@ -605,6 +633,27 @@ def load_profile(name: str, directory: Path | None = None, *, layout: Layout | N
         idempotence_allow=tuple(Allowance(a.task, a.reason) for a in model.idempotence_allow),
         reboot_diff_allow=tuple(Allowance(a.path, a.reason) for a in model.reboot_diff_allow),
         package_layer=tuple(model.package_layer),
+    )
+
+
+def _client_profile(name: str, path: Path, shown: str, data: dict[str, Any]) -> Profile:
+    model, problems = _validate(_ClientFile, data, None)
+    if model is None:
+        raise InvalidFile(path, shown, problems)
+    return Profile(
+        name=name,
+        path=path,
+        description=model.description.strip(),
+        inventory_host="",
+        groups=(),
+        steps=(),
+        overrides=(),
+        published_ports=(),
+        cert_tiers=(),
+        suite=None,
+        memory_mib=model.memory_mib,
+        vcpus=model.vcpus,
+        kind=Kind.CLIENT,
     )
 
 

@@ -90,6 +90,11 @@ def resolve(
 ) -> tuple[config.Profile, config.CertTier]:
     """Validate every input before anything is created."""
     profile = config.load_profile(host)
+    if profile.is_client:
+        raise BadInput(
+            f"profile {host!r} is a client: it mirrors no host and runs only in a scenario",
+            hint="python -m harness scenario --name NAME (scenarios/*.yml)",
+        )
     tier = config.load_tier(certs)
     if tier.name not in profile.cert_tiers:
         raise BadInput(
@@ -300,7 +305,7 @@ def run_cycle(options: CycleOptions) -> Summary:
         if options.idempotence:
             with summary.phase("idempotence", sut=True):
                 run.mark("idempotence")
-                idempotent(vm, options, summary)
+                idempotent(vm, options.extra_overrides, summary)
         else:
             summary.notes.append("idempotence: skipped (--no-idempotence)")
     return summary
@@ -351,9 +356,9 @@ def state_diff(vm: Machine, before: statediff.State, summary: Summary) -> None:
     hoststate.check(differences, directory, silent)
 
 
-def idempotent(vm: Machine, options: CycleOptions, summary: Summary) -> None:
+def idempotent(vm: Machine, extra_overrides: tuple[Path, ...], summary: Summary) -> None:
     """Apply the steps again; a task that changes fails the cycle
     (:class:`harness.idempotence.NotIdempotent`), unless the profile allows it with a reason."""
-    verdict = vm.apply_again(options.extra_overrides)
+    verdict = vm.apply_again(extra_overrides)
     summary.idempotence = verdict.as_dict()
     idempotence.check(verdict, vm.idempotence_report)

@@ -100,10 +100,14 @@ def render(
         raise HarnessError(f"refusing to render an inventory for {vm!r}: not a test VM name")
     target.mkdir(parents=True, exist_ok=True)
     conn = connection_vars(endpoint, ssh_compression=ssh_compression)
-    first, *rest = groups
-    tree: dict[str, Any] = {"all": {"children": {first: {"hosts": {vm: conn}}}}}
-    for group in rest:
-        tree["all"]["children"][group] = {"hosts": {vm: None}}
+    tree: dict[str, Any]
+    if groups:
+        first, *rest = groups
+        tree = {"all": {"children": {first: {"hosts": {vm: conn}}}}}
+        for group in rest:
+            tree["all"]["children"][group] = {"hosts": {vm: None}}
+    else:  # a scenario's client: no group, nothing of the real inventory behind it
+        tree = {"all": {"hosts": {vm: conn}}}
     (target / "hosts.yml").write_text(
         "# Rendered by the boma harness for one test VM. Never edit; never commit.\n"
         + yaml.safe_dump(tree, sort_keys=False),
@@ -117,7 +121,7 @@ def render(
     group_dir = target / "group_vars"
     group_dir.mkdir(exist_ok=True)
     real_groups = real_inventory / "group_vars"
-    for source in sorted(real_groups.rglob("*")) if real_groups.is_dir() else []:
+    for source in sorted(real_groups.rglob("*")) if real_groups.is_dir() and groups else []:
         if not source.is_file() or source.suffix not in (".yml", ".yaml"):
             continue
         if _is_vault(source):
@@ -130,7 +134,7 @@ def render(
     # host_vars of the mirrored host, copied minus connection variables: host_vars files beat
     # inline inventory variables, so a real ansible_host there would otherwise win.
     merged: dict[str, Any] = {}
-    for source in _var_files(real_inventory / "host_vars" / inventory_host):
+    for source in _var_files(real_inventory / "host_vars" / inventory_host) if inventory_host else []:
         if _is_vault(source):
             continue
         data = yaml.safe_load(source.read_text(encoding="utf-8")) or {}

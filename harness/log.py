@@ -7,18 +7,40 @@ nesting depth, and records the duration in the run's :class:`PhaseClock` when on
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
-_depth = 0
 _stream: TextIO = sys.stderr
 _start = time.monotonic()
 
 
+class _Thread(threading.local):
+    """Each thread's nesting depth and machine name (a scenario boots its machines at once)."""
+
+    depth = 0
+    who = ""
+
+
+_here = _Thread()
+
+
 def _prefix() -> str:
-    return f"[{time.monotonic() - _start:7.1f}s] " + "  " * _depth
+    who = f"[{_here.who}] " if _here.who else ""
+    return f"[{time.monotonic() - _start:7.1f}s] " + "  " * _here.depth + who
+
+
+@contextmanager
+def machine(name: str) -> Iterator[None]:
+    """Every line this thread logs inside the block carries ``[name]``."""
+    before = _here.who
+    _here.who = name
+    try:
+        yield
+    finally:
+        _here.who = before
 
 
 def info(message: str) -> None:
@@ -34,10 +56,9 @@ def warn(message: str) -> None:
 @contextmanager
 def step(name: str, phases: dict[str, float] | None = None) -> Iterator[None]:
     """Log a timed step; store its duration under ``name`` in ``phases`` if given."""
-    global _depth  # noqa: PLW0603  (one process, one log: nesting depth is process state)
     info(f"▶ {name}")
     began = time.monotonic()
-    _depth += 1
+    _here.depth += 1
     outcome = "failed"
     try:
         yield
@@ -46,7 +67,7 @@ def step(name: str, phases: dict[str, float] | None = None) -> Iterator[None]:
         outcome = "interrupted"
         raise
     finally:
-        _depth -= 1
+        _here.depth -= 1
         took = time.monotonic() - began
         if phases is not None:
             phases[name] = round(phases.get(name, 0.0) + took, 1)

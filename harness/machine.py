@@ -390,10 +390,13 @@ class Machine:
         """Run the profile's suite (or only the checks with ``marker``)."""
         # Re-checked here too: verify reaches the guest through the same rendered inventory.
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
+        suite = self.profile.suite
+        if suite is None:
+            raise HarnessError(f"{self.name} is a client: it has no suite of its own to verify")
         watch = self.watch_up(f"the guest died during {label}")
         try:
             return run_suite(
-                self.profile.suite,
+                suite,
                 self.inventory,
                 self.view_file,
                 self.artifacts / f"junit-{label}.xml",
@@ -422,6 +425,10 @@ class Machine:
             source = self.dir / "net" / name
             if source.is_file():
                 shutil.copyfile(source, bundle / name)
+        for network in self.state.lans:  # a scenario network's hub: who connected, frame counts
+            source = self.run.dir / f"lan-{network}" / "lan.log"
+            if source.is_file():
+                shutil.copyfile(source, bundle / f"lan-{network}.log")
         if self.run.pebble_dir:  # the controller-side CA's view of the issuance
             for name in ("pebble.log", "challtestsrv.log"):
                 source = Path(self.run.pebble_dir) / name

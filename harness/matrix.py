@@ -21,6 +21,7 @@ ENV_INTERNET = "BOMA_HAS_INTERNET"  # "1": this controller may reach the interne
 NEED_ENV = {"gandi_token": "GANDI_BEARER_TOKEN"}
 BROKEN_PROFILE = "does not validate; none of its cells is listed"
 BROKEN_TIER = "does not validate; no cell with this tier is listed"
+BROKEN_SCENARIO = "does not validate; none of its sessions is listed"
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,17 @@ class Broken:
 
 
 @dataclass(frozen=True)
+class ScenarioCell:
+    name: str
+    certs: str
+    description: str
+
+
+@dataclass(frozen=True)
 class Survey:
     cells: list[Cell] = field(default_factory=list)
     broken: list[Broken] = field(default_factory=list)
+    scenarios: list[ScenarioCell] = field(default_factory=list)
 
 
 def unmet_needs(tier: str, needs: tuple[str, ...], env: dict[str, str] | None = None) -> str | None:
@@ -117,7 +126,26 @@ def survey(repo: Path | None = None, env: dict[str, str] | None = None) -> Surve
             cut = ", ".join(f"integration(host={host!r}, certs={name!r})" for name, _ in unfit)
             problems = tuple(problem for _, problem in unfit)
             found.broken.append(Broken(shown, problems, f"names a tier it cannot take; not listed: {cut}"))
+    found.scenarios.extend(_scenarios(layout, found))
     return found
+
+
+def _scenarios(layout: config.Layout, found: Survey) -> list[ScenarioCell]:
+    """Every (scenario, tier) pair the harness would accept; a scenario file with errors is
+    one of the broken."""
+    from harness import scenario  # noqa: PLC0415  (scenario imports config, as this module does)
+
+    directory = layout.root / "scenarios"
+    cells = []
+    for name in scenario.scenario_names(directory):
+        shown = layout.show(directory / f"{name}.yml")
+        try:
+            loaded = scenario.load_scenario(name, layout=layout, scenarios=directory)
+        except BadInput as exc:
+            found.broken.append(Broken(shown, _problems(exc, shown), BROKEN_SCENARIO))
+            continue
+        cells += [ScenarioCell(name, tier, f"{name}: {loaded.description}") for tier in loaded.cert_tiers]
+    return cells
 
 
 def cells(repo: Path | None = None, env: dict[str, str] | None = None) -> list[Cell]:

@@ -9,15 +9,26 @@ seed and overlay by the QEMU user that libvirt hands them to, the rest by the ha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness import config, guestnet, inventory, log, paths, proc, seed, speed, ssh, virt
 from harness.accel import Accel
 from harness.image.golden import GoldenImage
+from harness.lan import mac_address
 from harness.machine import Machine
 from harness.ports import free_loopback_ports
 from harness.private import hand_to_qemu, make_private_dir, private_file
 from harness.state import MachineState, RunState, domain_name
 from harness.virt import DirectBoot
+
+
+@dataclass(frozen=True)
+class LanAttachment:
+    """The machine on one of a scenario's networks: its address there, and its hub's socket."""
+
+    network: str
+    address: str  # with its prefix: 10.90.0.10/24
+    socket: Path
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,8 @@ class MachineRequest:
     golden: GoldenImage
     vcpus: int | None = None  # None: the profile's
     network: guestnet.Plan = guestnet.OPEN_NETWORK
+    lans: tuple[LanAttachment, ...] = ()
+    own_artifacts: bool = False  # artifacts/<name>/ even for the first machine (a scenario's)
 
 
 def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | None) -> Machine:
@@ -42,7 +55,8 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
     profile = request.profile
     machine_dir = run.machine_dir(request.name)
     make_private_dir(machine_dir, qemu)
-    artifacts = run.artifacts_dir if len(run.machines) == 0 else run.artifacts_dir / request.name
+    first = len(run.machines) == 0 and not request.own_artifacts
+    artifacts = run.artifacts_dir if first else run.artifacts_dir / request.name
     artifacts.mkdir(parents=True, exist_ok=True, mode=0o700)
     ssh_port, *host_ports = free_loopback_ports(1 + len(profile.published_ports))
     ports = {str(p.guest): port for p, port in zip(profile.published_ports, host_ports, strict=True)}
@@ -58,6 +72,7 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
         artifacts=str(artifacts),
         network=request.network.mode,
         egress={e.name: e.port for e in request.network.egress},
+        lans={lan.network: lan.address for lan in request.lans},
     )
     run.machines.append(state)
     run.save()
@@ -92,12 +107,18 @@ def provision(run: RunState, request: MachineRequest, qemu: tuple[int, int] | No
         direct_boot=request.direct_boot,
         passt_socket=passt_socket,
         disk_cache="unsafe" if speed.Levers.from_json(run.levers).disk_cache_unsafe else "",
+        lans=tuple(
+            virt.LanPort(lan.socket, mac_address(run.run_id, request.name, lan.network))
+            for lan in request.lans
+        ),
     )
     with virt.connect(run.uri) as conn:
         virt.define_and_start(conn, spec)
     shown = ", ".join(f"127.0.0.1:{f.host_port}→{f.guest_port}" for f in forwards)
     log.info(f"started {state.domain} ({state.accel}, {state.boot} boot; {shown})")
     log.info(request.network.describe())
+    for lan in request.lans:
+        log.info(f"network {lan.network}: {lan.address} (hub {lan.socket})")
     log.info(f"serial console: {machine.console_log}")
     return machine
 
@@ -112,6 +133,10 @@ def _write_files(machine: Machine, request: MachineRequest, qemu: tuple[int, int
         hostname=st.domain,
         public_key=public_key,
         apt_proxy=request.network.apt_proxy,
+        lans=tuple(
+            seed.LanAddress(lan.network, mac_address(machine.run.run_id, st.name, lan.network), lan.address)
+            for lan in request.lans
+        ),
     )
     overlay = directory / "overlay.qcow2"
     proc.run(

@@ -48,7 +48,7 @@ from harness import (
     teardown,
     virt,
 )
-from harness.errors import BomaError, ExitCode, HarnessError
+from harness.errors import BadInput, BomaError, ExitCode, HarnessError
 from harness.liveness import GuestDead
 from harness.machine import Machine
 from harness.ports import free_loopback_port
@@ -57,10 +57,12 @@ from harness.state import STATE_FILE, RunState, Status, all_runs, new_run_id, ru
 
 ADMISSION_LOCK = ".admission.lock"
 SHARED_LOCK = 0o660  # operators and the CI runner share one runs directory through its group
-ENV_MAX_VMS = "BOMA_MAX_VMS"
-# One VM per controller by default: under TCG two guests on a small controller starve each
-# other and turn every timeout into a lottery. A big KVM host may raise it.
-DEFAULT_MAX_VMS = 1
+ENV_MAX_RUNS = "BOMA_MAX_RUNS"
+ENV_MAX_RUNS_OLD = "BOMA_MAX_VMS"  # its name while every run held one machine: still read
+# One run per controller by default: under TCG two runs on a small controller starve each
+# other and turn every timeout into a lottery. A big KVM host may raise it. A run is one slot
+# whatever its machines (a scenario's are one unit); the memory check sums them.
+DEFAULT_MAX_RUNS = 1
 
 
 class Keep(StrEnum):
@@ -82,7 +84,6 @@ class RunSpec:
     uri: str
     keep: Keep
     artifacts: Path
-    machines: int = 1  # how many machines it will hold, for the capacity check
     levers: speed.Levers = speed.DEFAULT
     run_id: str = ""  # empty: a new id
 
@@ -134,8 +135,23 @@ def owner_alive(meta: dict[str, str]) -> bool:
         return False  # made by a harness that recorded no owner: nobody can still be using it
 
 
+def max_runs(env: dict[str, str] | None = None) -> int:
+    """How many runs this controller holds at once (``BOMA_MAX_RUNS``, or its old name)."""
+    env = dict(os.environ) if env is None else env
+    name = ENV_MAX_RUNS if ENV_MAX_RUNS in env else ENV_MAX_RUNS_OLD
+    text = env.get(name, str(DEFAULT_MAX_RUNS))
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise BadInput(f"{name}={text!r}: must be a whole number of runs, 1 or more")
+    return limit
+
+
 def slots_taken(uri: str) -> list[str]:
-    """One line per machine that holds a slot: kept runs, runs in progress, stray domains."""
+    """One line per slot held: each run on disk (kept or in progress, all its machines named)
+    and each running test domain that no run state claims."""
     taken = []
     known = set()
     for run in all_runs():
@@ -143,8 +159,8 @@ def slots_taken(uri: str) -> list[str]:
         who = (
             lock.holder(run.lock_file) or f"kept since {time.strftime('%H:%M', time.localtime(run.created))}"
         )
-        names = [m.domain for m in run.machines] or [f"(run {run.run_id}, starting)"]
-        taken += [f"{name} of run {run.run_id} [{run.status}; {who}]" for name in names]
+        names = ", ".join(m.domain for m in run.machines) or "no machine yet"
+        taken.append(f"run {run.run_id} ({run.label}: {names}) [{run.status}; {who}]")
     with virt.connect(uri) as conn:
         taken += [
             f"{name} (no run state)"
@@ -202,12 +218,12 @@ class Run:
                 hint="wait for it, or remove it: python -m harness prune",
             ) from None
         reap_stale(spec.uri)
-        limit = int(os.environ.get(ENV_MAX_VMS, DEFAULT_MAX_VMS))
+        limit = max_runs()
         taken = slots_taken(spec.uri)
-        if len(taken) + spec.machines > limit:
+        if len(taken) + 1 > limit:
             raise SlotTaken(
-                f"{len(taken)} test VM(s) hold the {limit} slot(s) of this machine: {'; '.join(taken)}",
-                hint=f"python -m harness down --run ID, python -m harness prune, or raise {ENV_MAX_VMS}",
+                f"{len(taken)} run(s) hold the {limit} slot(s) of this machine: {'; '.join(taken)}",
+                hint=f"python -m harness down --run ID, python -m harness prune, or raise {ENV_MAX_RUNS}",
             )
         run_dir = root / self.run_id
         self.qemu = qemu_owner(spec.uri)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -25,6 +26,7 @@ STATE_FILE = "state.json"
 MACHINE_VIEW = "machine.json"
 RUN_LOCK = "run.lock"
 PRIVATE_FILE = 0o600
+_SAVING = threading.Lock()
 
 
 def new_run_id() -> str:
@@ -55,6 +57,7 @@ class MachineState:
     network: str = "open"  # harness.guestnet: "hermetic" (passt and the relay) or "open" (user-mode)
     relay_pid: int = 0  # the hermetic network's relay, which also holds the forwards
     egress: dict[str, int] = field(default_factory=dict)  # what a hermetic guest may reach: name → port
+    lans: dict[str, str] = field(default_factory=dict)  # a scenario's networks: name → address/prefix
 
     def host_port(self, guest_port: int) -> int:
         return self.ports[str(guest_port)]
@@ -84,6 +87,7 @@ class RunState:
     created: float = field(default_factory=time.time)
     # The speed levers the run was made with (harness.speed): later single steps use the same.
     levers: dict[str, bool] = field(default_factory=dict)
+    lan_pids: dict[str, int] = field(default_factory=dict)  # a scenario's network hubs: name → pid
 
     @property
     def dir(self) -> Path:
@@ -115,12 +119,22 @@ class RunState:
         return self.dir / name
 
     def save(self) -> None:
-        """Write atomically, readable by the owner only (it names the run's key and files)."""
+        """Write atomically, readable by the owner only (it names the run's key and files);
+        one writer at a time (a scenario's machines boot in threads of one process)."""
+        with _SAVING:
+            self._save()
+
+    def _save(self) -> None:
         _write_private(self.dir / STATE_FILE, json.dumps(asdict(self), indent=2) + "\n")
         for machine in self.machines:
             if self.machine_dir(machine.name).is_dir():
                 view = {"run_id": self.run_id, "tier": self.tier, **asdict(machine)}
                 _write_private(self.machine_dir(machine.name) / MACHINE_VIEW, json.dumps(view, indent=2))
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` atomically, mode 0600."""
+    _write_private(path, text)
 
 
 def _write_private(path: Path, text: str) -> None:

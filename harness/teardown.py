@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness import aptcache, guestnet, log, pebble, proc, virt
+from harness import aptcache, guestnet, lan, log, pebble, proc, virt
 from harness.errors import HarnessError
 from harness.state import STATE_FILE, RunState, Status
 
@@ -42,6 +42,13 @@ def stop_services(run: RunState, *, network: bool = False) -> list[str]:
                 machine.relay_pid = 0
             except (HarnessError, OSError) as exc:
                 problems.append(f"network relay of {machine.name} (pid {machine.relay_pid}): {exc}")
+    for name, pid in list(run.lan_pids.items()) if network else []:
+        try:
+            lan.stop(pid)
+            log.info(f"stopped the hub of network {name}")
+            del run.lan_pids[name]
+        except (HarnessError, OSError) as exc:
+            problems.append(f"hub of network {name} (pid {pid}): {exc}")
     if run.dir.is_dir():
         run.save()
     return problems

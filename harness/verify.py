@@ -212,17 +212,23 @@ def check_suite(profile: Profile) -> dict[str, int]:
     """Collect the profile's suite for every phase of :data:`PHASES` before anything boots;
     return the count of checks per phase label. Raises :class:`BadInput` (exit 2) when a
     required phase (the final verify) would collect nothing, or the suite does not collect."""
-    counts = {phase.label: collected(profile.suite, phase.marker) for phase in PHASES}
+    suite = profile.suite
+    if suite is None:
+        raise BadInput(
+            f"profile {profile.name!r} is a client: it has no suite of its own and no cycle",
+            hint="clients run in scenarios (scenarios/*.yml): python -m harness scenario --name NAME",
+        )
+    counts = {phase.label: collected(suite, phase.marker) for phase in PHASES}
     for phase in PHASES:
         if phase.required and counts[phase.label] == 0:
             raise BadInput(
-                f"the test suite {profile.suite} of host {profile.name!r} holds no checks: "
+                f"the test suite {suite} of host {profile.name!r} holds no checks: "
                 "a cycle would judge nothing",
                 hint="add test_*.py files to it (docs/runbooks/integration-testing.md, "
                 "'Adding a host profile')",
             )
     log.info(
-        f"suite {profile.suite.name}: "
+        f"suite {suite.name}: "
         + ", ".join(
             f"{phase.label} {counts[phase.label]} check(s)"
             + ("" if counts[phase.label] or phase.marker is None else f" (none marked {phase.marker})")

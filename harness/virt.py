@@ -35,6 +35,14 @@ class Forward:
 
 
 @dataclass(frozen=True)
+class LanPort:
+    """A NIC on a scenario's private network: its MAC, and the hub socket QEMU connects to."""
+
+    socket: Path
+    mac: str
+
+
+@dataclass(frozen=True)
 class DirectBoot:
     kernel: Path
     initrd: Path
@@ -59,6 +67,25 @@ class DomainSpec:
     # "unsafe": the guest's flushes of the throwaway overlay return at once (harness.speed);
     # "": QEMU's default (writeback, flushes honoured).
     disk_cache: str = ""
+    lans: tuple[LanPort, ...] = ()  # the scenario's private networks (harness.lan), after the uplink
+
+
+# The uplink is the first NIC (PCI slot 9, enp0s9); a scenario's networks follow it.
+LAN_FIRST_SLOT = 0x0A
+
+
+def lan_args(lans: tuple[LanPort, ...]) -> list[str]:
+    """QEMU's ``-netdev``/``-device`` for each private network: a stream to its hub's socket."""
+    args = []
+    for index, lan in enumerate(lans):
+        netdev = f"{NETDEV_ID}lan{index}"
+        args += [
+            "-netdev",
+            f"stream,id={netdev},server=off,addr.type=unix,addr.path={lan.socket}",
+            "-device",
+            f"virtio-net-pci,netdev={netdev},mac={lan.mac},addr={LAN_FIRST_SLOT + index:#x},bus=pcie.0",
+        ]
+    return args
 
 
 def netdev_args(forwards: tuple[Forward, ...], passt_socket: Path | None = None) -> list[str]:
@@ -129,7 +156,7 @@ def domain_xml(spec: DomainSpec) -> str:
     # libvirt 9.0 rejects the passt backend (docs/platform.md); the network is passed to QEMU
     # directly, with no <interface>: passt's socket (hermetic) or user-mode with loopback forwards.
     cmdline = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
-    for arg in netdev_args(spec.forwards, spec.passt_socket):
+    for arg in netdev_args(spec.forwards, spec.passt_socket) + lan_args(spec.lans):
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", {"value": arg})
     return ET.tostring(dom, encoding="unicode")
 

@@ -22,14 +22,14 @@ import pytest
 
 from harness import config, lock, owner, paths, proc, signals, teardown, virt
 from harness.accel import Accel
-from harness.errors import HarnessError, VerificationFailed
+from harness.errors import BadInput, HarnessError, VerificationFailed
 from harness.image.golden import GoldenImage
 from harness.liveness import GuestDead
 from harness.machine import Machine
 from harness.provision import MachineRequest
-from harness.run import ADMISSION_LOCK, Keep, Run, RunSpec, SlotTaken
+from harness.run import ADMISSION_LOCK, Keep, Run, RunSpec, SlotTaken, max_runs, slots_taken
 from harness.signals import DeadlineExceeded, Interrupted
-from harness.state import Status, all_runs, load
+from harness.state import MachineState, Status, all_runs, load
 
 TEST_URI = "test:///default"
 
@@ -320,13 +320,37 @@ def stray_vm(conn: libvirt.virConnect, name: str, owner_of: owner.Owner | None =
 def test_a_stray_vm_of_a_live_owner_holds_the_slot(world: Path, conn: libvirt.virConnect,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BOMA_MAX_VMS", raising=False)
+    monkeypatch.delenv("BOMA_MAX_RUNS", raising=False)
     assert conn.lookupByName("test").isActive()  # the fake driver's own VM is not ours
     stray_vm(conn, "boma-it-askari-0001", owner.current())
     with pytest.raises(SlotTaken, match=r"boma-it-askari-0001 \(no run state\)"), Run(spec(world)):
         pytest.fail("admitted beyond the default limit of one")
-    monkeypatch.setenv("BOMA_MAX_VMS", "2")
+    monkeypatch.setenv("BOMA_MAX_VMS", "2")  # the old name is still read
     with Run(spec(world)):
         pass
+    monkeypatch.setenv("BOMA_MAX_RUNS", "1")  # the new name wins
+    with pytest.raises(SlotTaken), Run(spec(world)):
+        pytest.fail("admitted beyond BOMA_MAX_RUNS")
+
+
+def test_a_run_is_one_slot_whatever_its_machines(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOMA_MAX_RUNS", "2")
+    with Run(spec(world)) as first:
+        for name in ("askari", "peer"):
+            first.state.machines.append(MachineState(
+                name=name, host=name, domain=f"boma-it-{name}-{first.run_id}", accel="tcg", boot="direct",
+                ssh_port=1, ports={}, golden="", artifacts=str(world)))
+        first.state.save()
+        taken = slots_taken(first.spec.uri)
+        assert len(taken) == 1 and "askari" in taken[0] and "peer" in taken[0], taken
+        first.state.machines.clear()
+        first.state.save()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_a_slot_limit_that_is_not_a_positive_number_is_bad_input(value: str) -> None:
+    with pytest.raises(BadInput, match="BOMA_MAX_RUNS"):
+        max_runs({"BOMA_MAX_RUNS": value})
 
 
 def test_a_stray_vm_whose_owner_is_gone_is_removed(world: Path, conn: libvirt.virConnect) -> None:
