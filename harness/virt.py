@@ -16,6 +16,7 @@ import libvirt
 
 from harness.accel import Accel
 from harness.errors import HarnessError
+from harness.image.recipe import UPLINK_PCI_SLOT
 
 DEFAULT_URI = "qemu:///system"
 NS = "https://boma.invalid/harness/run/1"
@@ -70,8 +71,9 @@ class DomainSpec:
     lans: tuple[LanPort, ...] = ()  # the scenario's private networks (harness.lan), after the uplink
 
 
-# The uplink is the first NIC (PCI slot 9, enp0s9); a scenario's networks follow it.
-LAN_FIRST_SLOT = 0x0A
+# The uplink is the first NIC (PCI slot 9, enp0s9, the one the image's DHCP matches); a
+# scenario's networks follow it.
+LAN_FIRST_SLOT = UPLINK_PCI_SLOT + 1
 
 
 def lan_args(lans: tuple[LanPort, ...]) -> list[str]:
@@ -100,7 +102,8 @@ def netdev_args(forwards: tuple[Forward, ...], passt_socket: Path | None = None)
     else:
         fwds = "".join(f",hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in forwards)
         netdev = f"user,id={NETDEV_ID}{fwds}"
-    return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev={NETDEV_ID},addr=0x9,bus=pcie.0"]
+    slot = f"{UPLINK_PCI_SLOT:#x}"
+    return ["-netdev", netdev, "-device", f"virtio-net-pci,netdev={NETDEV_ID},addr={slot},bus=pcie.0"]
 
 
 def domain_xml(spec: DomainSpec) -> str:
