@@ -390,6 +390,7 @@ def _describe(run: RunState, domains: dict[str, bool]) -> dict[str, object]:
                 "ports": {guest: f"127.0.0.1:{host}" for guest, host in m.ports.items()},
                 "network": m.network,
                 "egress": {name: f"10.0.2.2:{port}" for name, port in m.egress.items()},
+                "lans": dict(m.lans),
             }
             for m in run.machines
         ],
@@ -419,6 +420,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(
                 f"    {m['domain']}  {'running' if m['running'] else 'stopped'}  ssh {m['ssh']}  {ports}  "
                 f"network={m['network']}"
+                + "".join(f"  {net}={address}" for net, address in m["lans"].items())
             )
     for s in strays:
         print(f"{s['domain']}  {'running' if s['running'] else 'stopped'}  no run state: prune it")

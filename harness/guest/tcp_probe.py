@@ -36,7 +36,8 @@ def probe(address: str, port: int, mode: str, sni: str | None, timeout: float) -
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
                 conn.sock = context.wrap_socket(raw, server_hostname=sni)
-                result["der"] = base64.b64encode(conn.sock.getpeercert(binary_form=True)).decode()
+                der = conn.sock.getpeercert(binary_form=True) or b""
+                result["der"] = base64.b64encode(der).decode()
             else:
                 conn.sock = raw
             conn.request("GET", "/", headers={"Host": sni or address})

@@ -61,7 +61,7 @@ def test_reboot_defaults_to_every_applied_host(tmp_path: Path) -> None:
         (("10.90.0.0/24", "10.0.0.0/8"), "networks.wan.cidr: the prefix must be /16../29"),
         (("10.90.0.0/24", "10.0.2.0/24"), "overlaps the guests' own uplink"),
         (("10.90.0.0/24", "10.90.0.1/24"), "is not an IPv4 network in CIDR form"),
-        (("wan: 10.90.0.20", "wan: 10.91.0.20"), "machines[1].addresses.wan: 10.91.0.20 is not a host address"),
+        (("wan: 10.90.0.20", "wan: 10.91.0.20"), "machines[1].addresses.wan: 10.91.0.20 is not a host"),
         (("wan: 10.90.0.20", "wan: 10.90.0.10"), "machines[1].addresses.wan: 10.90.0.10 is also askari's"),
         (("wan: 10.90.0.20", "wan: 10.90.0.255"), "is not a host address of wan"),
         (("{wan: 10.90.0.20}", "{lan: 10.90.0.20}"), "machines[1].addresses.lan: no network 'lan'"),
@@ -70,7 +70,7 @@ def test_reboot_defaults_to_every_applied_host(tmp_path: Path) -> None:
         (("apply: [askari]", "apply: [askari, peer]"), "apply[1]: 'peer' is a client: it is applied nothing"),
         (("apply: [askari]", "apply: [peer]"), "apply: host 'askari' is missing"),
         (("apply: [askari]", "apply: [askari]\nreboot: [peer]"), "reboot[0]: 'peer' is not applied"),
-        (("[internal]", "[le-staging]"), "tier 'le-staging' needs the internet; a scenario runs on the hermetic"),
+        (("[internal]", "[le-staging]"), "'le-staging' needs the internet; a scenario runs on the hermetic"),
         (("[internal]", "[nope]"), "cert_tiers[0]: no cert tier 'nope'"),
         (("from: peer", "from: askari"), "suites[0]: from and against are both 'askari'"),
         (("from: peer", "from: ghost"), "suites[0].from: no machine 'ghost'"),
@@ -87,7 +87,8 @@ def test_a_bad_scenario_names_the_key(tmp_path: Path, change: tuple[str, str], e
 
 
 def test_a_network_of_one_machine_and_overlapping_networks_are_refused(tmp_path: Path) -> None:
-    text = GOOD.replace("  wan: {cidr: 10.90.0.0/24}", "  wan: {cidr: 10.90.0.0/24}\n  dmz: {cidr: 10.90.0.0/25}")
+    wan = "  wan: {cidr: 10.90.0.0/24}"
+    text = GOOD.replace(wan, wan + "\n  dmz: {cidr: 10.90.0.0/25}")
     text = text.replace("addresses: {wan: 10.90.0.10}", "addresses: {wan: 10.90.0.10, dmz: 10.90.0.11}")
     found = problems(tmp_path, text)
     assert any("networks.dmz: 10.90.0.0/25 overlaps networks.wan" in p for p in found), found
@@ -141,7 +142,8 @@ def test_a_client_has_no_cycle_and_no_suite_of_its_own() -> None:
 
 def test_the_matrix_lists_each_scenario_per_tier_and_no_cell_for_a_client() -> None:
     found = matrix.survey()
-    assert {(c.name, c.certs) for c in found.scenarios} == {("offsite-peer", "internal"), ("offsite-peer", "acme-local")}
+    cells = {(c.name, c.certs) for c in found.scenarios}
+    assert cells == {("offsite-peer", "internal"), ("offsite-peer", "acme-local")}
     assert "peer" not in {c.host for c in found.cells}
     assert found.broken == []
 

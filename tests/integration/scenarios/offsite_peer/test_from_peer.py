@@ -91,9 +91,9 @@ def test_the_peer_is_served_the_tier_issuers_certificate(probe, target_address, 
     result = _answer(probe, target_address, https["guest"], "https", route)
     certificate = x509.load_der_x509_certificate(result["der"])
     issuer = certificate.issuer.rfc4514_string()
-    assert expected in issuer, f"{route}: the peer was served a certificate of {issuer!r}, expected {expected!r}"
+    assert expected in issuer, f"{route}: the peer got a certificate of {issuer!r}, expected {expected!r}"
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert route in names.get_values_for_type(x509.DNSName), f"the certificate served for {route} is not for it"
+    assert route in names.get_values_for_type(x509.DNSName), f"the certificate for {route} is not for it"
 
 
 def test_a_port_askari_does_not_publish_is_closed_to_the_peer(probe, target, target_address, target_profile):
