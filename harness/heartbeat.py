@@ -84,8 +84,13 @@ def beating(what: str, *, idle: str = "nothing yet") -> Iterator[Heartbeat]:
             stack.remove(beat)
         return
     every, stop = INTERVAL, threading.Event()
+    who = log.current_machine()  # the speaker's lines name the machine its step is about
 
     def speak() -> None:
+        with log.machine(who):
+            _speak()
+
+    def _speak() -> None:
         while not stop.wait(every):
             # What the step itself saw; else what the outermost nested step that saw anything
             # saw (a retried playbook: the playbook's output, not the exit poll inside it).

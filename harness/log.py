@@ -28,8 +28,17 @@ _here = _Thread()
 
 
 def _prefix() -> str:
-    who = f"[{_here.who}] " if _here.who else ""
-    return f"[{time.monotonic() - _start:7.1f}s] " + "  " * _here.depth + who
+    return f"[{time.monotonic() - _start:7.1f}s] " + "  " * _here.depth + tag()
+
+
+def current_machine() -> str:
+    """The machine this thread's lines are about ("" outside a scenario's machine)."""
+    return _here.who
+
+
+def tag() -> str:
+    """``[name] `` for a line about a machine, else nothing (for output echoed line by line)."""
+    return f"[{_here.who}] " if _here.who else ""
 
 
 @contextmanager

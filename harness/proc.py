@@ -247,7 +247,7 @@ def stream(
             start_new_session=True,
         )
         with heartbeat.beating(f"{_short(argv)} (pid {child.pid}) to finish") as beat:
-            reader = threading.Thread(target=_pump, args=(child, sink, echo, beat), daemon=True)
+            reader = threading.Thread(target=_pump, args=(child, sink, echo, beat, log.tag()), daemon=True)
             reader.start()
             try:
                 status = _wait_exit(child, what=render(argv[:2]), timeout=timeout)
@@ -259,8 +259,11 @@ def stream(
         return status
 
 
-def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool, beat: heartbeat.Heartbeat) -> None:
-    """Copy the child's output, line by line, to the log file and the console."""
+def _pump(
+    child: subprocess.Popen[str], sink: TextIO, echo: bool, beat: heartbeat.Heartbeat, who: str = ""
+) -> None:
+    """Copy the child's output, line by line, to the log file and the console (each line after
+    ``who``, the machine the child works on in a scenario)."""
     # Secrets are cut from every line before it reaches the log file or the console:
     # no_log in the roles is the first defence, this is the second.
     secrets = known_secrets()
@@ -272,7 +275,7 @@ def _pump(child: subprocess.Popen[str], sink: TextIO, echo: bool, beat: heartbea
             sink.flush()  # ansible.log is read while it grows
             beat.saw(line)
             if echo:
-                print("    │ " + line, end="", flush=True)
+                print("    │ " + who + line, end="", flush=True)
 
 
 def _wait_exit(child: subprocess.Popen[str], *, what: str, timeout: float) -> int:

@@ -103,7 +103,14 @@ def real_groups(host: str) -> set[str]:
     return found - {"all"}
 
 
-@pytest.mark.parametrize("name", config.profile_names())
+HOST_PROFILES = [n for n in config.profile_names() if not config.load_profile(n).is_client]
+
+
+def test_the_only_client_profile_is_the_peer() -> None:
+    assert set(config.profile_names()) - set(HOST_PROFILES) == {"peer"}
+
+
+@pytest.mark.parametrize("name", HOST_PROFILES)
 def test_every_profile_mirrors_a_real_host_and_its_groups(name: str) -> None:
     profile = config.load_profile(name)
     assert profile.inventory_host in inventory.real_hosts(paths.PRODUCTION_INVENTORY)
@@ -338,7 +345,7 @@ def test_the_real_inventory_names_its_hosts_and_groups() -> None:
     assert names.hosts == inventory.real_hosts(paths.PRODUCTION_INVENTORY)
     assert {"askari", "ubongo"} <= names.hosts
     assert not names.groups & {"all", "ungrouped"}
-    for name in config.profile_names():
+    for name in HOST_PROFILES:
         profile = config.load_profile(name)
         assert profile.inventory_host in names.hosts
         assert set(profile.groups) <= names.groups
