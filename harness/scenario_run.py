@@ -34,7 +34,7 @@ from harness import (
     verify,
     virt,
 )
-from harness.errors import BadInput, BomaError, HarnessError
+from harness.errors import BadInput, BomaError, HarnessError, VerificationFailed
 from harness.image.caddy import ensure_caddy_tarball
 from harness.image.golden import GoldenImage, ensure_golden, is_cached
 from harness.image.recipe import CaddyRecipe
@@ -317,15 +317,33 @@ def run_scenario(options: ScenarioOptions) -> Summary:
 def _verify_all(
     run: Run, scenario: Scenario, machines: dict[str, Machine], summary: Summary, phase: verify.VerifyPhase
 ) -> None:
-    """Each host's own suite (in the phase's selection), then every cross suite (all of it)."""
+    """Each host's own suite (in the phase's selection), then every cross suite (all of it).
+    A suite whose checks fail does not stop the others: every view of the failure is in the
+    artifacts (the controller's probe and the peer's), then the phase fails naming them all."""
+    failed: list[str] = []
     for name in scenario.apply:
         vm = machines[name]
-        with summary.phase(f"{phase.label} ({name})", sut=True), log.machine(name):
+        with _judged(failed), summary.phase(f"{phase.label} ({name})", sut=True), log.machine(name):
             run.mark(f"{phase.label} ({name})")
             result = vm.verify(phase.label, marker=phase.marker)
             if result.outcome is verify.Outcome.NOTHING_SELECTED:
                 summary.notes.append(f"{phase.label} ({name}): {result.message}")
     for suite in scenario.suites:
-        with summary.phase(f"{phase.label} ({suite.label})", sut=True), log.machine(suite.source):
+        with (
+            _judged(failed),
+            summary.phase(f"{phase.label} ({suite.label})", sut=True),
+            log.machine(suite.source),
+        ):
             run.mark(f"{phase.label} ({suite.path.name})")
             run_cross_suite(run, scenario, suite, machines, phase.label)
+    if failed:
+        raise VerificationFailed(f"{phase.label}: " + "; ".join(failed))
+
+
+@contextmanager
+def _judged(failed: list[str]) -> Iterator[None]:
+    """Note a suite's failing checks in ``failed`` and go on; anything else still ends the run."""
+    try:
+        yield
+    except VerificationFailed as exc:
+        failed.append(exc.message)

@@ -172,3 +172,37 @@ def test_a_scenario_refuses_a_tier_it_does_not_list() -> None:
             scenario_run.ScenarioOptions(name="offsite-peer", certs="internal"),
             extra_overrides=(Path("/nonexistent.yml"),),
         ))
+
+
+def test_a_failing_suite_does_not_keep_the_others_from_running(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RED: the controller's probe of askari fails after the reboot; the peer's must still run,
+    so the evidence holds both views, and the phase fails naming both."""
+    from harness import scenario_run  # noqa: PLC0415
+    from harness.errors import VerificationFailed  # noqa: PLC0415
+    from harness.summary import Summary  # noqa: PLC0415
+
+    ran = []
+
+    class Askari:
+        name = "askari"
+
+        def verify(self, label: str, marker: str | None = None) -> None:
+            ran.append("askari")
+            raise VerificationFailed("askari's 443 is dead from the controller")
+
+    def cross(run: object, scenario: object, suite: object, machines: object, label: str) -> None:
+        ran.append("peer")
+        raise VerificationFailed("askari's 443 is dead from the peer")
+
+    class FakeRun:
+        def mark(self, step: str) -> None:
+            pass
+
+    monkeypatch.setattr(scenario_run, "run_cross_suite", cross)
+    scenario = load_scenario("offsite-peer")
+    summary = Summary(run_id="r", host="offsite-peer", tier="internal")
+    with pytest.raises(VerificationFailed) as caught:
+        scenario_run._verify_all(FakeRun(), scenario, {"askari": Askari()}, summary, verify.FINAL)  # type: ignore[arg-type, dict-item]
+    assert ran == ["askari", "peer"]
+    assert "from the controller" in caught.value.message and "from the peer" in caught.value.message
+    assert summary.failed_phase == "verify (askari)"
