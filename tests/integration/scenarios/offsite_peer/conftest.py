@@ -57,7 +57,7 @@ def tier(view: dict[str, Any]) -> dict[str, Any]:
     return data["boma_tier"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # testinfra's host is module-scoped
 def probe(host: Any) -> Any:
     """``probe(address, port, mode, sni=None, timeout=5.0)``: one probe from the source machine,
     in its guest with its python3 (harness/guest/tcp_probe.py); a certificate comes back as DER."""
