@@ -90,7 +90,15 @@ def scenario(session: nox.Session, name: str, certs: str) -> None:
     session.log(cell.description)
     session.install("-r", "requirements.txt")
     session.run(
-        "python", "-m", "harness", "scenario", "--name", name, "--certs", certs, *session.posargs,
+        "python",
+        "-m",
+        "harness",
+        "scenario",
+        "--name",
+        name,
+        "--certs",
+        certs,
+        *session.posargs,
         **HARNESS_SIGNALS,
     )
 
@@ -110,6 +118,13 @@ def e2e_revert_fix(session: nox.Session) -> None:
     """On demand: with the fix reverted in roles/docker_host, the incident test must fail in GREEN."""
     session.install("-r", "requirements.txt")
     session.run("python", "tests/e2e/revert_fix.py", **HARNESS_SIGNALS)
+
+
+@nox.session
+def e2e_scenario(session: nox.Session) -> None:
+    """On demand: the incident from the peer of scenario offsite-peer: RED must fail, GREEN pass."""
+    session.install("-r", "requirements.txt")
+    session.run("pytest", "tests/e2e", "-m", "scenario", "-v", "-s", *session.posargs, **HARNESS_SIGNALS)
 
 
 @nox.session

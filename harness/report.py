@@ -11,6 +11,7 @@ unreadable JUnit file is named in the report, a failed HTML rendering is a warni
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,8 +169,13 @@ def _write_html(junit: Path) -> None:
 def write(summary: Summary, directory: Path) -> Path:
     """Write ``summary.md`` (and an HTML page per JUnit file) into ``directory``; return its path."""
     suites, checks = [], []
-    for junit in sorted(directory.glob(JUNIT_GLOB)):
+    # A scenario's machines and its cross suites each have a folder of their own.
+    for junit in sorted(directory.glob(JUNIT_GLOB)) + sorted(directory.glob(f"*/{JUNIT_GLOB}")):
         counts, failing = read_junit(junit)
+        if junit.parent != directory:
+            where = f"{junit.parent.name}: {counts.phase}"
+            counts = dataclasses.replace(counts, phase=where)
+            failing = [dataclasses.replace(check, phase=where) for check in failing]
         suites.append(counts)
         checks += failing
         if counts.problem is None:
