@@ -14,6 +14,7 @@ import pytest
 
 from harness import cli, log, owner, paths, preflight, virt
 from harness.accel import Accel
+from harness.errors import ExitCode
 from harness.state import MachineState, RunState, Status
 
 TEST_URI = "test:///default"  # libvirt's in-process fake driver: nothing boots
@@ -249,3 +250,34 @@ def test_a_tier_this_controller_cannot_serve_is_bad_input(
         monkeypatch.setenv(name, value)
     assert cli.main(["cycle", "--host", "askari", "--certs", certs]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_list_shows_a_scenarios_machines_as_one_run_with_their_addresses(
+    fake_libvirt: libvirt.virConnect, dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = kept_run(dirs["BOMA_RUNS_DIR"], "dddd0004")
+    run.label = "offsite-peer"
+    run.machines[0].lans = {"wan": "10.90.0.10/24"}
+    run.machines.append(MachineState(name="peer", host="peer", domain="boma-it-peer-dddd0004", accel="tcg",
+                                     boot="direct", ssh_port=40023, ports={}, golden="", artifacts="",
+                                     lans={"wan": "10.90.0.20/24"}))
+    run.save()
+    assert cli.main(["list", "--uri", TEST_URI]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("dddd0004  offsite-peer/internal  kept")
+    assert out[1].split()[-1] == "wan=10.90.0.10/24" and out[2].split()[-1] == "wan=10.90.0.20/24"
+    assert len(out) == 3
+    assert cli.main(["list", "--json", "--uri", TEST_URI]) == 0
+    [listed] = json.loads(capsys.readouterr().out)["runs"]
+    assert [m["lans"] for m in listed["machines"]] == [{"wan": "10.90.0.10/24"}, {"wan": "10.90.0.20/24"}]
+
+
+def test_scenario_refuses_bad_input_before_anything_is_made(
+    dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["scenario", "--name", "nope"]) == ExitCode.BAD_INPUT
+    assert "unknown scenario 'nope'" in capsys.readouterr().err
+    assert cli.main(["scenario", "--name", "offsite-peer", "--certs", "le-staging"]) == ExitCode.BAD_INPUT
+    assert "does not take cert tier 'le-staging'" in capsys.readouterr().err
+    runs = dirs["BOMA_RUNS_DIR"]
+    assert not runs.exists() or list(runs.iterdir()) == []
