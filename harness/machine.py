@@ -126,11 +126,13 @@ class Machine:
 
     def how_to_get_in(self) -> str:
         run = self.run.run_id
+        if len(self.run.machines) > 1:  # a scenario's: say which machine
+            run = f"{run} --machine {self.name}"
         return (
             f"  get in:   python -m harness login --run {run}"
             f"   (or: ssh -F {self.dir / 'ssh_config'} {self.state.domain})\n"
             f"  console:  python -m harness console --run {run}\n"
-            f"  remove:   python -m harness down --run {run}"
+            f"  remove:   python -m harness down --run {self.run.run_id}"
         )
 
     def _save(self) -> None:
