@@ -206,3 +206,20 @@ def test_a_failing_suite_does_not_keep_the_others_from_running(monkeypatch: pyte
     assert ran == ["askari", "peer"]
     assert "from the controller" in caught.value.message and "from the peer" in caught.value.message
     assert summary.failed_phase == "verify (askari)"
+
+
+def test_a_kept_scenario_says_which_machine_to_get_into(tmp_path: Path) -> None:
+    from harness.machine import Machine  # noqa: PLC0415
+    from harness.state import MachineState, RunState  # noqa: PLC0415
+
+    def state(name: str) -> MachineState:
+        return MachineState(name=name, host=name, domain=f"boma-it-{name}-r1", accel="tcg", boot="direct",
+                            ssh_port=1, ports={}, golden="", artifacts="")
+
+    run = RunState(run_id="r1", label="offsite-peer", tier="internal", uri="test:///default",
+                   run_dir=str(tmp_path), artifacts=str(tmp_path), owner={}, machines=[state("askari")])
+    assert "login --run r1 " in Machine(run, run.machines[0]).how_to_get_in()
+    run.machines.append(state("peer"))
+    text = Machine(run, run.machines[1]).how_to_get_in()
+    assert "login --run r1 --machine peer" in text and "console --run r1 --machine peer" in text
+    assert "down --run r1\n" in text + "\n"
