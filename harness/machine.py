@@ -272,32 +272,62 @@ class Machine:
 
     # -- the harness's steps --------------------------------------------------------------
     def wait_ready(self) -> None:
-        """SSH answers and cloud-init has finished; records the first boot_id."""
-        with log.step(f"wait for SSH ({self.name})"):
-            first = self.wait_for_ssh(timeout=BOOT_TIMEOUT)
-        with log.step(f"wait for cloud-init ({self.name})"):
-            result = ssh.run_retrying(
-                self.endpoint,
-                ["cloud-init", "status", "--wait"],
-                what="cloud-init status",
-                check=False,
-                timeout=CLOUD_INIT_TIMEOUT,
-                quiet=True,
-            )
-            status = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
-            # 0 = done, 2 = done with recoverable warnings; anything else is a broken boot.
-            if result.returncode not in (0, 2):
-                raise HarnessError(
-                    f"cloud-init failed in the guest (exit status {result.returncode}): {status[0]}",
-                    hint="see the serial console and cloud-init.log in the evidence",
-                )
-            log.info(f"cloud-init: {status[0]} (boot_id {first})")
-            if self.levers.cloud_init_once:
-                # Its seed is per instance: later boots would only run its stages again.
-                self.succeed("touch", CLOUD_INIT_DISABLED)
+        """SSH answers and cloud-init has finished; records the first boot_id.
+
+        A guest that dies after SSH first answered (a panic on its console while cloud-init
+        runs) is a dead guest, not an SSH problem; under TCG, one killed by a known emulator
+        fault is powered off and started again from its disk, once, as in :meth:`wait_for_ssh`."""
+
+        def attempt() -> str:
+            with log.step(f"wait for SSH ({self.name})"):
+                first = self.wait_for_ssh(timeout=BOOT_TIMEOUT)
+            with log.step(f"wait for cloud-init ({self.name})"):
+                watch = self.watch_up(f"the guest died while cloud-init ran in {self.name}")
+                try:
+                    self._wait_cloud_init(first)
+                except HarnessError as failed:
+                    try:
+                        watch.check()
+                    except liveness.EmulatorFault as fault:
+                        if self.state.accel != "tcg":
+                            raise
+                        with virt.connect(self.run.uri) as conn:
+                            virt.restart(conn, self.state.domain)
+                        raise transient.Transient(transient.Kind.EMULATOR, fault.message) from failed
+                    raise
+            return first
+
+        first = transient.retrying(
+            attempt,
+            what=f"the first boot of {self.name}",
+            retries=EMULATOR_RETRIES,
+            interval=1.0,
+            attempt_timeout=2 * BOOT_TIMEOUT + CLOUD_INIT_TIMEOUT,
+        )
         self.wait_settled()
         self.state.boot_ids.append(first)
         self._save()
+
+    def _wait_cloud_init(self, first: str) -> None:
+        result = ssh.run_retrying(
+            self.endpoint,
+            ["cloud-init", "status", "--wait"],
+            what="cloud-init status",
+            check=False,
+            timeout=CLOUD_INIT_TIMEOUT,
+            quiet=True,
+        )
+        status = result.stdout.strip().splitlines()[-1:] or ["(no output)"]
+        # 0 = done, 2 = done with recoverable warnings; anything else is a broken boot.
+        if result.returncode not in (0, 2):
+            raise HarnessError(
+                f"cloud-init failed in the guest (exit status {result.returncode}): {status[0]}",
+                hint="see the serial console and cloud-init.log in the evidence",
+            )
+        log.info(f"cloud-init: {status[0]} (boot_id {first})")
+        if self.levers.cloud_init_once:
+            # Its seed is per instance: later boots would only run its stages again.
+            self.succeed("touch", CLOUD_INIT_DISABLED)
 
     def wait_settled(self) -> str:
         """Wait until systemd reports startup finished; return its state (running, degraded…)."""

@@ -161,3 +161,57 @@ def test_under_kvm_the_same_oops_is_the_guest_s_own_and_final() -> None:
     with pytest.raises(EmulatorFault):
         cycle.run_cycle_retrying(CycleOptions(host="askari", certs="internal", accel="kvm"), one)
     assert len(calls) == 1
+
+
+def a_guest_that_panics_during_cloud_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          accel: str) -> tuple[Machine, dict[str, list[str]]]:
+    """SSH answers, then the kernel dies of the int3 oops while cloud-init runs (CI, 2026-12-03:
+    ssh then failed six times and the run ended as 'could not connect to the guest')."""
+    vm = a_machine(tmp_path, accel)
+    vm.dir.mkdir(parents=True)
+    vm.console_log.write_text("[    0.0] Linux version 6.12\n", encoding="utf-8")
+    seen: dict[str, list[str]] = {"restarts": [], "cloud-init": []}
+
+    def cloud_init(endpoint: object, command: list[str], **_kwargs: object) -> object:
+        seen["cloud-init"].append("wait")
+        if len(seen["cloud-init"]) == 1:
+            with vm.console_log.open("a", encoding="utf-8") as handle:
+                handle.write(INT3_OOPS)
+            closed = "kex_exchange_identification: Connection closed by remote host"
+            raise transient.TransientPersisted("cloud-init status", transient.Kind.UNREACHABLE, 6, closed)
+        return type("Result", (), {"stdout": "status: done\n", "returncode": 0})()
+
+    class Conn:
+        def __enter__(self) -> Conn:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(Machine, "wait_for_ssh", lambda self, timeout: "boot-id")
+    monkeypatch.setattr(Machine, "domain_active", lambda self: True)
+    monkeypatch.setattr(Machine, "wait_settled", lambda self: "running")
+    monkeypatch.setattr(Machine, "succeed", lambda self, *a, **k: "")
+    monkeypatch.setattr(machine.ssh, "run_retrying", cloud_init)
+    monkeypatch.setattr(machine.virt, "connect", lambda uri: Conn())
+    monkeypatch.setattr(machine.virt, "restart", lambda conn, name: seen["restarts"].append(name))
+    return vm, seen
+
+
+def test_a_panic_while_cloud_init_runs_restarts_the_guest_once_under_tcg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm, seen = a_guest_that_panics_during_cloud_init(tmp_path, monkeypatch, "tcg")
+    vm.wait_ready()
+    assert seen["restarts"] == ["boma-it-askari-0badf00d"]
+    assert seen["cloud-init"] == ["wait", "wait"]
+    assert vm.state.boot_ids == ["boot-id"]
+
+
+def test_under_kvm_a_panic_while_cloud_init_runs_is_a_dead_guest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm, seen = a_guest_that_panics_during_cloud_init(tmp_path, monkeypatch, "kvm")
+    with pytest.raises(EmulatorFault, match="died while cloud-init ran"):
+        vm.wait_ready()
+    assert seen["restarts"] == []
