@@ -129,15 +129,15 @@ def images(
             log.info("a downloaded image boots through its own firmware and GRUB")
             boot = BootMode.FIRMWARE
     else:
-        golden = ensure_golden(golden_recipe(options, profile))
+        golden = ensure_golden(golden_recipe(options.levers, profile))
     caddy = ensure_caddy_tarball(CaddyRecipe()) if runvars.wants_caddy_archive(profile, tier) else None
     return golden, caddy, boot
 
 
-def golden_recipe(options: CycleOptions, profile: config.Profile) -> GoldenRecipe:
-    """The recipe of the golden image this run boots: the profile's, with its package layer
-    unless the levers turn it off."""
-    return packagelayer.golden_recipe(profile.package_layer, enabled=options.levers.package_layer)
+def golden_recipe(levers: speed.Levers, profile: config.Profile) -> GoldenRecipe:
+    """The recipe of the golden image a machine of ``profile`` boots: with the profile's
+    package layer unless the levers turn it off."""
+    return packagelayer.golden_recipe(profile.package_layer, enabled=levers.package_layer)
 
 
 def unbuilt_image(options: CycleOptions, profile: config.Profile) -> str | None:
@@ -145,10 +145,30 @@ def unbuilt_image(options: CycleOptions, profile: config.Profile) -> str | None:
     it is cached or downloaded."""
     if options.image_url:
         return None
-    recipe = golden_recipe(options, profile)
+    recipe = golden_recipe(options.levers, profile)
     if is_cached(recipe):
         return None
     return f"the golden image {recipe.key()}"
+
+
+def new_run(
+    label: str, tier: config.CertTier, *, uri: str, keep: Keep, levers: speed.Levers, summary: Summary
+) -> Run:
+    """The run of ``summary`` (a host profile's or a scenario's), not entered yet; the summary
+    learns its levers and what they change."""
+    summary.levers = levers.as_json()
+    summary.notes += speed.notes(levers)
+    return Run(
+        RunSpec(
+            label=label,
+            tier=tier.name,
+            uri=uri,
+            keep=keep,
+            artifacts=paths.run_artifacts(label, tier.name, summary.run_id),
+            run_id=summary.run_id,
+            levers=levers,
+        )
+    )
 
 
 def check_boot_options(options: CycleOptions) -> None:
@@ -173,18 +193,9 @@ def booted(options: CycleOptions, summary: Summary) -> Iterator[tuple[Run, Machi
     """
     profile, tier = resolve(options.host, options.certs, options.extra_overrides)
     check_boot_options(options)
-    spec = RunSpec(
-        label=profile.name,
-        tier=tier.name,
-        uri=options.uri,
-        keep=options.keep,
-        artifacts=paths.run_artifacts(profile.name, tier.name, summary.run_id),
-        run_id=summary.run_id,
-        levers=options.levers,
+    run = new_run(
+        profile.name, tier, uri=options.uri, keep=options.keep, levers=options.levers, summary=summary
     )
-    summary.levers = options.levers.as_json()
-    summary.notes += speed.notes(options.levers)
-    run = Run(spec)
     try:
         with ExitStack() as stack:
             with summary.phase("preflight", sut=False):

@@ -40,7 +40,7 @@ from harness.image.golden import GoldenImage, ensure_golden, is_cached
 from harness.image.recipe import CaddyRecipe
 from harness.machine import Machine
 from harness.provision import LanAttachment, MachineRequest
-from harness.run import Keep, Run, RunSpec
+from harness.run import Keep, Run
 from harness.scenario import CrossSuite, Scenario, load_scenario
 from harness.state import new_run_id, write_private
 from harness.summary import Summary
@@ -119,10 +119,7 @@ def _images(
 ) -> tuple[dict[str, GoldenImage], Path | None]:
     goldens = {}
     for machine in scenario.machines:
-        recipe = packagelayer.golden_recipe(
-            machine.profile.package_layer, enabled=options.levers.package_layer
-        )
-        goldens[machine.name] = ensure_golden(recipe)
+        goldens[machine.name] = ensure_golden(cycle.golden_recipe(options.levers, machine.profile))
         layer = packagelayer.describe(machine.profile.package_layer, options.levers.package_layer)
         if layer:
             log.info(f"{machine.name}: {layer}")
@@ -131,17 +128,8 @@ def _images(
 
 
 def _unbuilt(options: ScenarioOptions, scenario: Scenario) -> str | None:
-    missing = sorted(
-        {
-            recipe.key()
-            for m in scenario.machines
-            if not is_cached(
-                recipe := packagelayer.golden_recipe(
-                    m.profile.package_layer, enabled=options.levers.package_layer
-                )
-            )
-        }
-    )
+    recipes = {cycle.golden_recipe(options.levers, m.profile) for m in scenario.machines}
+    missing = sorted(recipe.key() for recipe in recipes if not is_cached(recipe))
     return f"the golden image(s) {', '.join(missing)}" if missing else None
 
 
@@ -149,18 +137,9 @@ def _unbuilt(options: ScenarioOptions, scenario: Scenario) -> str | None:
 def booted(options: ScenarioOptions, summary: Summary) -> Iterator[tuple[Run, Scenario, dict[str, Machine]]]:
     """Preflight, images, the networks' hubs and every machine booted; yield them ready."""
     scenario, tier = resolve(options)
-    spec = RunSpec(
-        label=scenario.name,
-        tier=tier.name,
-        uri=options.uri,
-        keep=options.keep,
-        artifacts=paths.run_artifacts(scenario.name, tier.name, summary.run_id),
-        run_id=summary.run_id,
-        levers=options.levers,
+    run = cycle.new_run(
+        scenario.name, tier, uri=options.uri, keep=options.keep, levers=options.levers, summary=summary
     )
-    summary.levers = options.levers.as_json()
-    summary.notes += speed.notes(options.levers)
-    run = Run(spec)
     try:
         with ExitStack() as stack:
             with summary.phase("preflight", sut=False):

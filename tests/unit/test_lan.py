@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import lan, log, provision, seed, virt
+from harness import lan, log, seed, virt
 from harness.lan import LENGTH, MAX_FRAME
 
 FRAME_WAIT = 5.0
@@ -207,7 +207,3 @@ def test_the_first_failure_of_parallel_jobs_is_raised_after_all_have_ended() -> 
         in_parallel({"askari": slow, "peer": broken})
     assert ended == ["slow"]
 
-
-def test_a_machine_request_carries_its_private_networks() -> None:
-    attachment = provision.LanAttachment("wan", "10.90.0.20/24", Path("/r/lan-wan/peer.sock"))
-    assert attachment.address.endswith("/24")
