@@ -9,6 +9,7 @@ loopback forward, and with which certificate issuer (never any other address).
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import ssl
@@ -19,7 +20,7 @@ from typing import Any
 
 from cryptography import x509
 
-from harness import log, ssh, statediff
+from harness import log, parallel, ssh, statediff
 from harness.config import Allowance, PublishedPort
 from harness.errors import HarnessError, VerificationFailed
 from harness.poll import NotYet, wait_until
@@ -99,32 +100,40 @@ def port_answers(
     ports: Sequence[PublishedPort], host_ports: Mapping[str, int], expect: statediff.State | None = None
 ) -> dict[str, str]:
     """Each published port's answer. With ``expect`` (the state before the reboot), a port
-    that answered then is given :data:`PORT_SETTLE_TIMEOUT` to answer the same way again."""
-    found = {}
-    for port in ports:
-        key = port_key(port)
-        host_port = host_ports[str(port.guest)]
-        wanted = (expect or {}).get(f"ports/{key}", "")
-        if not wanted.startswith("answers"):
-            found[key] = probe_port(host_port, port.sni)
-            continue
+    that answered then is given :data:`PORT_SETTLE_TIMEOUT` to answer the same way again.
 
-        def same(host_port: int = host_port, sni: str | None = port.sni, wanted: str = wanted) -> str:
-            seen = probe_port(host_port, sni)
-            if seen != wanted:
-                raise NotYet(seen)
-            return seen
+    The ports are probed at once: a silent port costs its probe's timeout, and after a bad
+    reboot they are silent together, so one after the other they cost one timeout each.
+    """
+    return parallel.each(
+        {
+            port_key(port): functools.partial(_port_answer, port, host_ports[str(port.guest)], expect)
+            for port in ports
+        }
+    )
 
-        try:
-            found[key] = wait_until(
-                same,
-                what=f"published port {key} to answer as before the reboot",
-                timeout=PORT_SETTLE_TIMEOUT,
-                interval=PORT_PROBE_INTERVAL,
-            )
-        except HarnessError:
-            found[key] = probe_port(host_port, port.sni)  # the verdict is the diff's, not the wait's
-    return found
+
+def _port_answer(port: PublishedPort, host_port: int, expect: statediff.State | None) -> str:
+    key = port_key(port)
+    wanted = (expect or {}).get(f"ports/{key}", "")
+    if not wanted.startswith("answers"):
+        return probe_port(host_port, port.sni)
+
+    def same() -> str:
+        seen = probe_port(host_port, port.sni)
+        if seen != wanted:
+            raise NotYet(seen)
+        return seen
+
+    try:
+        return wait_until(
+            same,
+            what=f"published port {key} to answer as before the reboot",
+            timeout=PORT_SETTLE_TIMEOUT,
+            interval=PORT_PROBE_INTERVAL,
+        )
+    except HarnessError:
+        return probe_port(host_port, port.sni)  # the verdict is the diff's, not the wait's
 
 
 def capture(

@@ -13,8 +13,7 @@ cycle (:class:`harness.run.Run`).
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from harness import (
     log,
     matrix,
     packagelayer,
+    parallel,
     paths,
     preflight,
     runvars,
@@ -44,8 +44,6 @@ from harness.run import Keep, Run
 from harness.scenario import CrossSuite, Scenario, load_scenario
 from harness.state import new_run_id, write_private
 from harness.summary import Summary
-
-JOIN_INTERVAL = 0.5  # the main thread wakes this often while machines boot: signals land
 
 
 @dataclass(frozen=True)
@@ -85,33 +83,6 @@ def resolve(options: ScenarioOptions) -> tuple[Scenario, config.CertTier]:
         if verify.collected(suite.path) == 0:
             raise BadInput(f"the suite {suite.path} of scenario {scenario.name!r} holds no checks")
     return scenario, tier
-
-
-def in_parallel(jobs: dict[str, Callable[[], None]]) -> None:
-    """Run each job in a thread of its own, its log lines marked with its name; wait for all,
-    then raise the first failure (in the jobs' order). The main thread keeps waking, so a
-    signal ends the wait at once (the run's teardown then removes what the threads wait on)."""
-    failures: dict[str, BaseException] = {}
-
-    def work(name: str, job: Callable[[], None]) -> None:
-        with log.machine(name):
-            try:
-                job()
-            except BaseException as exc:  # handed to the main thread, which raises it
-                failures[name] = exc
-
-    threads = [
-        threading.Thread(target=work, args=(name, job), name=f"boma-{name}", daemon=True)
-        for name, job in jobs.items()
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(JOIN_INTERVAL)
-    for name in jobs:
-        if name in failures:
-            raise failures[name]
 
 
 def _images(
@@ -194,7 +165,7 @@ def booted(options: ScenarioOptions, summary: Summary) -> Iterator[tuple[Run, Sc
                         )
                 run.admitted()
                 run.prepare_tier(tier, caddy, machines[scenario.apply[0]])
-                in_parallel({name: vm.wait_ready for name, vm in machines.items()})
+                parallel.each({name: vm.wait_ready for name, vm in machines.items()}, tag=True)
             yield run, scenario, machines
     finally:
         summary.kept = run.kept

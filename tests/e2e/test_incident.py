@@ -80,7 +80,10 @@ def test_incident_red_then_green() -> None:
 
             failed = failed_checks(vm.artifacts / "junit-verify-red.xml")
             assert PORT_CHECK in failed, f"RED failed, but not on the published port: {failed}"
+            # The incident's signature: Caddy serves the port inside the guest, the controller
+            # gets nothing (base's forward chain drops what Docker's DNAT forwards).
             assert "to answer from the controller" in failed[PORT_CHECK], failed[PORT_CHECK]
+            assert "though it answers inside the guest" in failed[PORT_CHECK], failed[PORT_CHECK]
             assert set(failed) <= INCIDENT_CHECKS, f"RED broke more than the incident: {failed}"
             ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")
             assert forward_chain_is_pure_drop(ruleset), f"forward chain not pure drop:\n{ruleset}"

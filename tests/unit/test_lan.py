@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import lan, log, seed, virt
+from harness import lan, seed, virt
 from harness.lan import LENGTH, MAX_FRAME
 
 FRAME_WAIT = 5.0
@@ -172,38 +172,3 @@ def test_the_image_runs_dhcp_on_the_uplink_only() -> None:
     dhcp = golden_files(GoldenRecipe())["/etc/systemd/network/80-boma-dhcp.network"]
     assert "Path=pci-0000:00:09.0" in dhcp and "Name=en*" not in dhcp
     assert f"addr={virt.LAN_FIRST_SLOT:#x}" not in " ".join(virt.netdev_args(()))
-
-
-def test_every_log_line_of_a_machine_thread_carries_its_name(capsys: pytest.CaptureFixture[str]) -> None:
-    import io  # noqa: PLC0415
-
-    stream = io.StringIO()
-    old, log._stream = log._stream, stream
-    try:
-        from harness.scenario_run import in_parallel  # noqa: PLC0415
-
-        in_parallel({"askari": lambda: log.info("booting"), "peer": lambda: log.info("booting")})
-        log.info("back")
-    finally:
-        log._stream = old
-    lines = stream.getvalue().splitlines()
-    assert sorted(line.split("] ", 1)[1] for line in lines[:2]) == ["[askari] booting", "[peer] booting"]
-    assert "[" not in lines[2].split("] ", 1)[1]
-
-
-def test_the_first_failure_of_parallel_jobs_is_raised_after_all_have_ended() -> None:
-    from harness.scenario_run import in_parallel  # noqa: PLC0415
-
-    ended = []
-
-    def slow() -> None:
-        time.sleep(0.3)
-        ended.append("slow")
-
-    def broken() -> None:
-        raise ValueError("peer broke")
-
-    with pytest.raises(ValueError, match="peer broke"):
-        in_parallel({"askari": slow, "peer": broken})
-    assert ended == ["slow"]
-

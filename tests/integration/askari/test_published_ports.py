@@ -1,12 +1,17 @@
 """askari's published ports, probed from the controller through the loopback forwards.
 
 An in-guest check is not enough (docs/platform.md): docker-proxy answers 127.0.0.1:443 inside the
-guest even while the forward chain drops everything arriving from outside.
+guest even while the forward chain drops everything arriving from outside. That is also what
+makes the wait short and its verdict sharp: a port is first awaited from inside the guest
+(Caddy is up), then given a short grace to answer from the controller. A port that answers
+inside but not from outside is the incident's signature, and the failure says so.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import json
 import socket
 import ssl
 from pathlib import Path
@@ -15,15 +20,22 @@ import pytest
 import yaml
 from cryptography import x509
 
+from harness import parallel
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 
-ROUTES_FILE = Path(__file__).resolve().parents[3] / "inventories/production/group_vars/all/reverse_proxy.yml"
+REPO = Path(__file__).resolve().parents[3]
+ROUTES_FILE = REPO / "inventories/production/group_vars/all/reverse_proxy.yml"
+GUEST_PROBE = (REPO / "harness" / "guest" / "tcp_probe.py").read_text(encoding="utf-8")
 
-# Caddy may still be starting when SSH comes back after the reboot; this is how long the port
-# gets to answer before it is declared dead.
+# Caddy may still be starting when SSH comes back after the reboot (and, on an ACME tier, may
+# still be obtaining its certificate): this is how long the port gets to answer from inside the
+# guest before it is declared dead.
 PORT_ANSWER_TIMEOUT = 60.0
-PROBE_TIMEOUT = 10.0
+# Once it answers inside, how long it gets to answer from the controller too: the loopback
+# forward adds no wait of its own, so a port silent for this long is dropped on the way in.
+OUTSIDE_GRACE = 15.0
+PROBE_TIMEOUT = 5.0
 PROBE_INTERVAL = 3.0
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 
@@ -61,6 +73,55 @@ def _request(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
 _SEEN: dict[tuple[int, str | None, bool], tuple[int, bytes | None] | str] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _published_ports_awaited(run_state, profile, host):
+    """Wait for every published port at once, so that dead ports cost one wait, not one each.
+
+    After a reboot the ports come up together (Caddy serves both), and after a bad one they stay
+    dead together: waiting in turn made a failing verify pay the timeout once per port.
+    """
+    wanted = {
+        p["name"]: (p["guest"], run_state["ports"][str(p["guest"])], p.get("sni"), p["name"] == "https")
+        for p in profile["published_ports"]
+        if p["name"] in ("http", "https")
+    }
+    answers = parallel.each(
+        {name: functools.partial(_await_port, host, *spec) for name, spec in wanted.items()}
+    )
+    _SEEN.update({(port, sni, tls): answers[name] for name, (_g, port, sni, tls) in wanted.items()})
+
+
+def _await_port(
+    host, guest_port: int, port: int, sni: str | None, tls: bool
+) -> tuple[int, bytes | None] | str:
+    """The controller's answer, or why there was none: first from inside the guest, then from
+    the controller."""
+    inside = _wait_inside(host, guest_port, sni, tls)
+    if inside is not None:
+        return inside
+    return _wait_for_answer(port, sni, tls, timeout=OUTSIDE_GRACE, why=", though it answers inside the guest")
+
+
+def _wait_inside(host, guest_port: int, sni: str | None, tls: bool) -> str | None:
+    """None once the guest's own 127.0.0.1:guest_port answers, else why it never did."""
+    mode = "https" if tls else "http"
+
+    def probe() -> int:
+        out = host.run("python3 -c %s %s %s %s %s %s", GUEST_PROBE, "127.0.0.1", str(guest_port), mode,
+                       sni or "-", str(PROBE_TIMEOUT))
+        result = json.loads(out.stdout) if out.rc == 0 else {"error": out.stderr.strip()[-200:]}
+        if "status" not in result:
+            raise NotYet(result.get("error") or "no answer")
+        return result["status"]
+
+    try:
+        wait_until(probe, what=f"guest port {guest_port} (SNI {sni}) to answer inside the guest",
+                   timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
+    except HarnessError as exc:
+        return exc.message + " (not even inside the guest: nothing serves it)"
+    return None
+
+
 def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
     key = (port, sni, tls)
     dead = next((v for (p, _s, t), v in _SEEN.items() if (p, t) == (port, tls) and isinstance(v, str)), None)
@@ -73,7 +134,9 @@ def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
     return seen
 
 
-def _wait_for_answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None] | str:
+def _wait_for_answer(
+    port: int, sni: str | None, tls: bool, timeout: float = PORT_ANSWER_TIMEOUT, why: str = ""
+) -> tuple[int, bytes | None] | str:
     """The answer, or the reason there was none, through the harness's one polling loop."""
 
     def probe() -> tuple[int, bytes | None]:
@@ -83,8 +146,8 @@ def _wait_for_answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes 
             raise NotYet(f"{type(exc).__name__}: {exc}") from exc
 
     try:
-        return wait_until(probe, what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller",
-                          timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
+        return wait_until(probe, what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller{why}",
+                          timeout=timeout, interval=PROBE_INTERVAL)
     except HarnessError as exc:
         return exc.message
 
