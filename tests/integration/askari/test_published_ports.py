@@ -94,8 +94,12 @@ def _published_ports_awaited(run_state, profile, host):
 def _await_port(
     host, guest_port: int, port: int, sni: str | None, tls: bool
 ) -> tuple[int, bytes | None] | str:
-    """The controller's answer, or why there was none: first from inside the guest, then from
-    the controller."""
+    """The controller's answer, or why there was none. A port that answers at once is not
+    awaited at all; else it is awaited inside the guest (Caddy is up), then from the controller."""
+    try:
+        return _request(port, sni, tls)
+    except (OSError, http.client.HTTPException):
+        pass  # not yet, or never: the guest tells which
     inside = _wait_inside(host, guest_port, sni, tls)
     if inside is not None:
         return inside
