@@ -59,6 +59,7 @@ def test_the_peer_sees_the_incident_red_then_green() -> None:
             found = failed(out / "scenario" / f"junit-verify-red-{suite.path.name}.xml")
             assert PORT_CHECK in found, f"RED failed, but not on the peer's probe of 443: {found}"
             assert "to answer from the peer" in found[PORT_CHECK], found[PORT_CHECK]
+            assert "though it answers inside the guest" in found[PORT_CHECK], found[PORT_CHECK]
             assert set(found) <= INCIDENT_CHECKS, f"RED broke more than the incident: {found}"
             bundle = askari.collect_evidence(reason="RED half: failure expected", label="evidence-red")
             ruleset = (bundle / "nft-ruleset.txt").read_text(encoding="utf-8")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import http.client
-import json
 import socket
 import ssl
 from pathlib import Path
@@ -20,23 +19,18 @@ import pytest
 import yaml
 from cryptography import x509
 
-from harness import parallel
+from harness import parallel, portwait
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 
-REPO = Path(__file__).resolve().parents[3]
-ROUTES_FILE = REPO / "inventories/production/group_vars/all/reverse_proxy.yml"
-GUEST_PROBE = (REPO / "harness" / "guest" / "tcp_probe.py").read_text(encoding="utf-8")
+ROUTES_FILE = Path(__file__).resolve().parents[3] / "inventories/production/group_vars/all/reverse_proxy.yml"
 
-# Caddy may still be starting when SSH comes back after the reboot (and, on an ACME tier, may
-# still be obtaining its certificate): this is how long the port gets to answer from inside the
-# guest before it is declared dead.
-PORT_ANSWER_TIMEOUT = 60.0
-# Once it answers inside, how long it gets to answer from the controller too: the loopback
-# forward adds no wait of its own, so a port silent for this long is dropped on the way in.
-OUTSIDE_GRACE = 15.0
-PROBE_TIMEOUT = 5.0
-PROBE_INTERVAL = 3.0
+# How long a port gets inside the guest, then from the controller: harness/portwait.py.
+PORT_ANSWER_TIMEOUT = portwait.STARTUP_TIMEOUT
+OUTSIDE_GRACE = portwait.OUTSIDE_GRACE
+# One probe's patience: a TLS handshake under emulation takes seconds on a slow day.
+PROBE_TIMEOUT = 10.0
+PROBE_INTERVAL = portwait.INTERVAL
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 
 pytestmark = pytest.mark.controller
@@ -94,36 +88,19 @@ def _published_ports_awaited(run_state, profile, host):
 def _await_port(
     host, guest_port: int, port: int, sni: str | None, tls: bool
 ) -> tuple[int, bytes | None] | str:
-    """The controller's answer, or why there was none. A port that answers at once is not
-    awaited at all; else it is awaited inside the guest (Caddy is up), then from the controller."""
+    """The controller's answer, or why there was none (harness/portwait.py)."""
+    return portwait.await_port(
+        functools.partial(_from_controller, port, sni, tls),
+        portwait.served_inside(host, guest_port, "https" if tls else "http", sni, timeout=PROBE_TIMEOUT),
+        what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller",
+    )
+
+
+def _from_controller(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
     try:
         return _request(port, sni, tls)
-    except (OSError, http.client.HTTPException):
-        pass  # not yet, or never: the guest tells which
-    inside = _wait_inside(host, guest_port, sni, tls)
-    if inside is not None:
-        return inside
-    return _wait_for_answer(port, sni, tls, timeout=OUTSIDE_GRACE, why=", though it answers inside the guest")
-
-
-def _wait_inside(host, guest_port: int, sni: str | None, tls: bool) -> str | None:
-    """None once the guest's own 127.0.0.1:guest_port answers, else why it never did."""
-    mode = "https" if tls else "http"
-
-    def probe() -> int:
-        out = host.run("python3 -c %s %s %s %s %s %s", GUEST_PROBE, "127.0.0.1", str(guest_port), mode,
-                       sni or "-", str(PROBE_TIMEOUT))
-        result = json.loads(out.stdout) if out.rc == 0 else {"error": out.stderr.strip()[-200:]}
-        if "status" not in result:
-            raise NotYet(result.get("error") or "no answer")
-        return result["status"]
-
-    try:
-        wait_until(probe, what=f"guest port {guest_port} (SNI {sni}) to answer inside the guest",
-                   timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
-    except HarnessError as exc:
-        return exc.message + " (not even inside the guest: nothing serves it)"
-    return None
+    except (OSError, http.client.HTTPException) as exc:
+        raise NotYet(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
@@ -138,20 +115,12 @@ def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
     return seen
 
 
-def _wait_for_answer(
-    port: int, sni: str | None, tls: bool, timeout: float = PORT_ANSWER_TIMEOUT, why: str = ""
-) -> tuple[int, bytes | None] | str:
+def _wait_for_answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None] | str:
     """The answer, or the reason there was none, through the harness's one polling loop."""
-
-    def probe() -> tuple[int, bytes | None]:
-        try:
-            return _request(port, sni, tls)
-        except (OSError, http.client.HTTPException) as exc:
-            raise NotYet(f"{type(exc).__name__}: {exc}") from exc
-
     try:
-        return wait_until(probe, what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller{why}",
-                          timeout=timeout, interval=PROBE_INTERVAL)
+        return wait_until(functools.partial(_from_controller, port, sni, tls),
+                          what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller",
+                          timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
     except HarnessError as exc:
         return exc.message
 

@@ -17,8 +17,9 @@ import pytest
 import testinfra
 import yaml
 
+from harness import portwait
+
 REPO = Path(__file__).resolve().parents[4]
-PROBE = (REPO / "harness" / "guest" / "tcp_probe.py").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
@@ -60,13 +61,10 @@ def tier(view: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")  # testinfra's host is module-scoped
 def probe(host: Any) -> Any:
     """``probe(address, port, mode, sni=None, timeout=5.0)``: one probe from the source machine,
-    in its guest with its python3 (harness/guest/tcp_probe.py); a certificate comes back as DER."""
+    in its guest with its python3 (harness/portwait.py); a certificate comes back as DER."""
 
     def run(address: str, port: int, mode: str, sni: str | None = None, timeout: float = 5.0) -> dict:
-        out = host.check_output(
-            "python3 -c %s %s %s %s %s %s", PROBE, address, str(port), mode, sni or "-", str(timeout)
-        )
-        result = json.loads(out)
+        result = portwait.guest_probe(host, address, port, mode, sni, timeout=timeout)
         if "der" in result:
             result["der"] = base64.b64decode(result["der"])
         return result

@@ -5,6 +5,7 @@ QEMU's loopback forward. The harness runs this suite before and after askari's r
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -12,13 +13,15 @@ import pytest
 import yaml
 from cryptography import x509
 
+from harness import parallel, portwait
 from harness.errors import HarnessError
 from harness.poll import NotYet, wait_until
 
 ROUTES_FILE = Path(__file__).resolve().parents[4] / "inventories/production/group_vars/all/reverse_proxy.yml"
 # As the controller's probe: Caddy may still be starting when the reboot is over.
-PORT_ANSWER_TIMEOUT = 60.0
-PROBE_INTERVAL = 3.0
+PORT_ANSWER_TIMEOUT = portwait.STARTUP_TIMEOUT
+PROBE_INTERVAL = portwait.INTERVAL
+PROBE_TIMEOUT = 10.0  # a TLS handshake under emulation takes seconds on a slow day
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 # A port askari does not publish: the test listens on it inside askari, so only the firewall
 # can keep the peer out. Dropped (base's input policy) shows as a timeout; refused is fine too.
@@ -41,15 +44,38 @@ def _answer(probe, address: str, port: int, mode: str, sni: str | None = None) -
     return seen
 
 
-def _wait(probe, address: str, port: int, mode: str, sni: str | None) -> dict | str:
-    def attempt() -> dict:
-        result = probe(address, port, mode, sni)
-        if "status" not in result:
-            raise NotYet(result.get("error", "no answer"))
-        return result
+@pytest.fixture(scope="module", autouse=True)
+def _published_ports_awaited(probe, target, target_address, target_profile):
+    """Both published ports at once, each first inside askari, then from the peer
+    (harness/portwait.py): dead ports cost one short wait, and say whether askari serves them."""
+    wanted = {
+        p["name"]: (p["guest"], p["name"], p.get("sni"))
+        for p in target_profile["published_ports"]
+        if p["name"] in ("http", "https")
+    }
+    answers = parallel.each({
+        name: functools.partial(
+            portwait.await_port,
+            functools.partial(_from_peer, probe, target_address, port, mode, sni),
+            portwait.served_inside(target, port, mode, sni, timeout=PROBE_TIMEOUT),
+            what=f"{target_address}:{port} (SNI {sni}) to answer from the peer",
+        )
+        for name, (port, mode, sni) in wanted.items()
+    })
+    _SEEN.update({(port, sni): answers[name] for name, (port, _m, sni) in wanted.items()})
 
+
+def _from_peer(probe, address: str, port: int, mode: str, sni: str | None) -> dict:
+    result = probe(address, port, mode, sni, timeout=PROBE_TIMEOUT)
+    if "status" not in result:
+        raise NotYet(result.get("error", "no answer"))
+    return result
+
+
+def _wait(probe, address: str, port: int, mode: str, sni: str | None) -> dict | str:
     try:
-        return wait_until(attempt, what=f"{address}:{port} (SNI {sni}) to answer from the peer",
+        return wait_until(functools.partial(_from_peer, probe, address, port, mode, sni),
+                          what=f"{address}:{port} (SNI {sni}) to answer from the peer",
                           timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
     except HarnessError as exc:
         return exc.message
