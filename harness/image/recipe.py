@@ -169,6 +169,15 @@ def golden_files(recipe: GoldenRecipe) -> Mapping[str, str]:
         "/etc/systemd/network/80-boma-dhcp.network": (
             f"[Match]\nPath=pci-0000:00:{UPLINK_PCI_SLOT:02x}.0\n\n[Network]\nDHCP=yes\n"
         ),
+        # A name without a dot (a container a route names that this host does not run, e.g.
+        # Caddy's upstream `uptime-kuma`) goes to the unicast server like any other, whose
+        # NXDOMAIN ends it at once (on the hermetic network, the gateway's: docs/decisions/026).
+        # By default resolved asked LLMNR instead, which nothing on a test VM's networks
+        # answers: about 4 s per query for nobody, and Caddy's 502 for that route came after
+        # the controller's probe had given up. mDNS is off for the same reason.
+        "/etc/systemd/resolved.conf.d/90-boma-unicast.conf": (
+            "[Resolve]\nLLMNR=no\nMulticastDNS=no\nResolveUnicastSingleLabel=yes\n"
+        ),
         "/etc/hostname": "debian\n",
         "/etc/hosts": "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
         "/etc/apt/sources.list.d/debian.sources": (
