@@ -163,6 +163,23 @@ def test_cache_config_is_loopback_only_with_no_mirror_remapping(tmp_path: Path) 
     assert int(re.search(r"^Port: (\d+)$", text, re.M).group(1)) < 32768  # type: ignore[union-attr]
 
 
+def test_the_cache_starts_under_an_artifacts_directory_deeper_than_a_unix_socket_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unix socket's path may not exceed 107 bytes: with its admin socket in the artifacts
+    directory, apt-cacher-ng failed to start ("File name too long") under a deep checkout."""
+    assert shutil.which("apt-cacher-ng", path="/usr/sbin:/usr/bin"), "apt-cacher-ng missing: make bootstrap"
+    monkeypatch.setenv("BOMA_CACHE_DIR", str(tmp_path / "cache"))
+    deep = tmp_path.joinpath(*["a-directory-name-of-some-length"] * 5) / "package-cache"
+    assert len(str(deep / "acng.socket")) > 108
+    started = aptcache.start(tmp_path / "run", deep, private=True)
+    try:
+        with socket.create_connection(("127.0.0.1", started.port), timeout=5):
+            pass
+    finally:
+        aptcache.stop(started.pid)
+
+
 def test_the_cache_is_emptied_over_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOMA_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv(aptcache.ENV_MAX_MIB, "1")
