@@ -27,7 +27,6 @@ ROUTES_FILE = Path(__file__).resolve().parents[3] / "inventories/production/grou
 
 # How long a port gets inside the guest, then from the controller: harness/portwait.py.
 PORT_ANSWER_TIMEOUT = portwait.STARTUP_TIMEOUT
-OUTSIDE_GRACE = portwait.OUTSIDE_GRACE
 # One probe's patience: a TLS handshake under emulation takes seconds on a slow day.
 PROBE_TIMEOUT = 10.0
 PROBE_INTERVAL = portwait.INTERVAL

@@ -36,6 +36,22 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
+def _lookup(host, name: str) -> str:
+    """How the guest's resolver ends a lookup of ``name``: ``nxdomain`` ("no such name",
+    EAI_NONAME), ``resolved``, or ``other: …`` (EAI_AGAIN and the like: a resolver that timed
+    out or failed)."""
+    result = guest_python(host, f"""
+        import socket
+        try:
+            socket.getaddrinfo({name!r}, 443)
+            print("resolved")
+        except socket.gaierror as exc:
+            print("nxdomain" if exc.errno == socket.EAI_NONAME else f"other: {{exc}}")
+    """)
+    assert result.rc == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_a_loopback_port_of_the_controller_that_is_not_declared_is_unreachable(host, hermetic):
     """On QEMU's open user-mode network this connection succeeds: the gateway is the
     controller's loopback. On the hermetic one nothing but the declared ports is there."""
@@ -76,16 +92,7 @@ def test_a_name_lookup_is_answered_does_not_exist_by_the_gateway(host, hermetic)
     of "try again" (EAI_AGAIN, a resolver that timed out or failed). Without it, every lookup
     in the guest or in its containers waited for a timeout; and it asks nothing of the world.
     The name is under .example (RFC 2606), which the guest's resolver does not answer itself."""
-    result = guest_python(host, """
-        import socket
-        try:
-            socket.getaddrinfo("nowhere.boma.example", 443)
-            print("resolved")
-        except socket.gaierror as exc:
-            print("nxdomain" if exc.errno == socket.EAI_NONAME else f"other: {exc}")
-    """)
-    assert result.rc == 0, result.stderr
-    assert result.stdout.strip() == "nxdomain", result.stdout
+    assert _lookup(host, "nowhere.boma.example") == "nxdomain"
     dns = host.run("resolvectl dns")
     assert GATEWAY in dns.stdout, f"the guest's resolver is not the gateway: {dns.stdout}"
 
@@ -102,13 +109,4 @@ def test_a_single_label_name_is_answered_does_not_exist_by_the_gateway(host, her
     status = host.run("resolvectl status")
     assert status.rc == 0, status.stderr
     assert "+LLMNR" not in status.stdout and "+mDNS" not in status.stdout, status.stdout
-    result = guest_python(host, """
-        import socket
-        try:
-            socket.getaddrinfo("boma-no-such-container", 443)
-            print("resolved")
-        except socket.gaierror as exc:
-            print("nxdomain" if exc.errno == socket.EAI_NONAME else f"other: {exc}")
-    """)
-    assert result.rc == 0, result.stderr
-    assert result.stdout.strip() == "nxdomain", result.stdout
+    assert _lookup(host, "boma-no-such-container") == "nxdomain"
