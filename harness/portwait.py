@@ -14,6 +14,7 @@ Used by the suites under ``tests/integration/`` (they run in pytest, with testin
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -31,6 +32,11 @@ STARTUP_TIMEOUT = 60.0
 # forward nor a scenario's network adds a wait of its own.
 OUTSIDE_GRACE = 15.0
 INTERVAL = 3.0
+# One outside probe's patience: a TLS handshake under emulation takes seconds on a slow day.
+# Within the grace a probe gets what is left of it, never less than LAST_PROBE: the grace is
+# wall-clock time, so a port that never answers costs the grace, not the grace plus a probe.
+PROBE_TIMEOUT = 10.0
+LAST_PROBE = 1.0
 INSIDE_SIGN = "though it answers inside the guest"
 NOTHING_SIGN = "not even inside the guest: nothing serves it"
 
@@ -74,30 +80,38 @@ def served_inside(host: Host, port: int, mode: str, sni: str | None, *, timeout:
 
 
 def await_port(
-    outside: Callable[[], T],
+    outside: Callable[[float], T],
     inside: Callable[[], object],
     *,
     what: str,
     startup: float = STARTUP_TIMEOUT,
     grace: float = OUTSIDE_GRACE,
     interval: float = INTERVAL,
+    patience: float = PROBE_TIMEOUT,
 ) -> T | str:
-    """``outside()``'s answer, or why there was none (a message naming what was awaited).
+    """``outside(seconds)``'s answer, or why there was none (a message naming what was awaited).
 
-    ``outside`` and ``inside`` raise :class:`NotYet` until they get an answer. One that answers
-    outside at once is not awaited at all; else ``inside`` is awaited for ``startup``, then
-    ``outside`` for ``grace``. ``what`` says where the outside probe comes from, e.g.
+    ``outside`` and ``inside`` raise :class:`NotYet` until they get an answer; ``outside`` may
+    take the seconds it is given. One that answers outside at once (within ``patience``) is not
+    awaited at all; else ``inside`` is awaited for ``startup``, then ``outside`` for ``grace``,
+    each of those probes given what is left of the grace (at most ``patience``, at least
+    :data:`LAST_PROBE`). ``what`` says where the outside probe comes from, e.g.
     ``127.0.0.1:PORT (SNI …) to answer from the controller``.
     """
     try:
-        return outside()
+        return outside(patience)
     except NotYet:
         pass  # not yet, or never: the guest tells which
     try:
         wait_until(inside, what=f"{what}, inside the guest", timeout=startup, interval=interval)
     except HarnessError as exc:
         return f"{exc.message} ({NOTHING_SIGN})"
+    ends = time.monotonic() + grace
+
+    def within_grace() -> T:
+        return outside(min(patience, max(LAST_PROBE, ends - time.monotonic())))
+
     try:
-        return wait_until(outside, what=f"{what}, {INSIDE_SIGN}", timeout=grace, interval=interval)
+        return wait_until(within_grace, what=f"{what}, {INSIDE_SIGN}", timeout=grace, interval=interval)
     except HarnessError as exc:
         return exc.message

@@ -27,6 +27,17 @@ def _answers(*outcomes: object) -> Callable[[], object]:
     return probe
 
 
+def _given(probe: Callable[[], object], seen: list[float] | None = None) -> Callable[[float], object]:
+    """An outside probe: ``probe``'s outcomes, recording the seconds each call was given."""
+
+    def outside(timeout: float) -> object:
+        if seen is not None:
+            seen.append(timeout)
+        return probe()
+
+    return outside
+
+
 def _never_called() -> object:
     raise AssertionError("the guest was asked although the port answered at once")
 
@@ -35,28 +46,52 @@ FAST = {"startup": 0.2, "grace": 0.2, "interval": 0.01}
 
 
 def test_a_port_that_answers_at_once_is_not_awaited_inside() -> None:
-    assert portwait.await_port(lambda: 200, _never_called, what="x to answer", **FAST) == 200
+    assert portwait.await_port(lambda _timeout: 200, _never_called, what="x to answer", **FAST) == 200
 
 
 def test_a_port_that_comes_up_is_awaited_inside_then_outside() -> None:
-    outside = _answers(None, None, 308)
+    outside = _given(_answers(None, None, 308))
     inside = _answers(None, 308)
     assert portwait.await_port(outside, inside, what="x to answer", **FAST) == 308
 
 
 def test_a_port_nothing_serves_says_so() -> None:
-    reason = portwait.await_port(_answers(None), _answers(None), what="127.0.0.1:1 to answer", **FAST)
+    reason = portwait.await_port(_given(_answers(None)), _answers(None), what="127.0.0.1:1 to answer", **FAST)
     assert isinstance(reason, str)
     assert "127.0.0.1:1 to answer, inside the guest" in reason and portwait.NOTHING_SIGN in reason
 
 
 def test_a_port_served_inside_but_silent_outside_is_the_incidents_signature() -> None:
     reason = portwait.await_port(
-        _answers(None), _answers(200), what="127.0.0.1:1 to answer from the controller", **FAST
+        _given(_answers(None)), _answers(200), what="127.0.0.1:1 to answer from the controller", **FAST
     )
     assert isinstance(reason, str)
     assert reason.startswith("timed out after 0s waiting for 127.0.0.1:1 to answer from the controller")
     assert portwait.INSIDE_SIGN in reason and "last seen: no answer" in reason
+
+
+def test_the_grace_is_wall_clock_time_a_probe_gets_what_is_left_of_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dead port costs the grace, not the grace plus a whole probe's patience (RED's verify
+    paid 45 s for a 15 s grace when each probe could take 10 s)."""
+    monkeypatch.setattr(portwait, "LAST_PROBE", 0.01)
+    given: list[float] = []
+    reason = portwait.await_port(
+        _given(_answers(None), given),
+        _answers(200),
+        what="x",
+        startup=1,
+        grace=0.3,
+        interval=0.05,
+        patience=7,
+    )
+    assert isinstance(reason, str) and portwait.INSIDE_SIGN in reason
+    first, *within = given
+    assert first == 7, "the probe before the inside wait gets the whole patience"
+    assert len(within) >= 2 and all(0.01 <= t <= 0.3 for t in within), within
+    assert within == sorted(within, reverse=True), f"each probe gets what is left, no more: {within}"
+    assert within[-1] == 0.01, f"the last probe, after the grace, still gets its floor: {within}"
 
 
 @dataclass

@@ -2,20 +2,101 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from harness import proc, ssh, transient
 from harness.errors import HarnessError
+from harness.poll import NotYet
 from harness.ssh import Endpoint
 from harness.transient import Kind
 
 
 def endpoint(tmp_path: Path) -> Endpoint:
     return Endpoint(alias="boma-it-askari-0001", port=40022, user="ansible", key=tmp_path / "id_ed25519")
+
+
+class Listener:
+    """A loopback listener that greets each connection with ``greeting`` (nothing if empty) once
+    the client has sent a line, as the hermetic network delivers sshd's banner only then; it
+    holds the connection open until the test ends, as a booting guest's forward does."""
+
+    def __init__(self, greeting: bytes) -> None:
+        self.greeting = greeting
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.server.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self.heard: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+            threading.Thread(target=self._greet, args=(conn,), daemon=True).start()
+
+    def _greet(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self.heard.append(conn.makefile("rb").readline())
+            if self.greeting:
+                conn.sendall(self.greeting)
+
+    def close(self) -> None:
+        for conn in [*self.accepted, self.server]:
+            conn.close()
+
+
+@pytest.fixture
+def listening() -> Iterator[Callable[[bytes], Listener]]:
+    made: list[Listener] = []
+
+    def make(greeting: bytes) -> Listener:
+        made.append(Listener(greeting))
+        return made[-1]
+
+    yield make
+    for listener in made:
+        listener.close()
+
+
+def test_a_banner_is_sshds_identification_line(
+    tmp_path: Path, listening: Callable[[bytes], Listener]
+) -> None:
+    sshd = listening(b"a line before it, which RFC 4253 allows\r\nSSH-2.0-OpenSSH_10.0p2 Debian-7\r\n")
+    assert ssh.banner(replace(endpoint(tmp_path), port=sshd.port)) == "SSH-2.0-OpenSSH_10.0p2 Debian-7"
+    assert sshd.heard == [ssh.IDENTIFICATION], "the probe says who it is first, as an SSH client does"
+
+
+def test_a_connection_that_hangs_without_a_banner_is_given_up_soon(
+    tmp_path: Path, listening: Callable[[bytes], Listener]
+) -> None:
+    """What a booting guest's forward does: it accepts, and nothing comes until ssh gives up."""
+    silent = listening(b"")
+    with pytest.raises(NotYet, match=r"no SSH banner on 127\.0\.0\.1:\d+ within 0s"):
+        ssh.banner(replace(endpoint(tmp_path), port=silent.port), timeout=0.2)
+
+
+def test_no_banner_when_something_else_answers_or_nothing_listens(
+    tmp_path: Path, listening: Callable[[bytes], Listener]
+) -> None:
+    other = listening(b"HTTP/1.1 400 Bad Request\r\n")
+    with pytest.raises(NotYet, match=r"it said 'HTTP/1\.1 400 Bad Request'"):
+        ssh.banner(replace(endpoint(tmp_path), port=other.port), timeout=0.5)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        free = unused.getsockname()[1]
+    with pytest.raises(NotYet, match="ConnectionRefusedError"):
+        ssh.banner(replace(endpoint(tmp_path), port=free), timeout=0.5)
 
 
 def test_keygen_makes_a_key_pair_and_returns_the_public_key(tmp_path: Path) -> None:
@@ -68,8 +149,9 @@ def test_run_quotes_the_remote_command(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_wait_for_boot_wants_a_new_boot_id_after_a_reboot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listening: Callable[[bytes], Listener]
 ) -> None:
+    sshd = listening(b"SSH-2.0-OpenSSH_10.0\r\n")
     answers = iter([(255, ""), (0, "old-id\n"), (0, "new-id\n")])
 
     def fake_run(argv: list[str], **_kwargs: object) -> proc.Result:
@@ -78,18 +160,39 @@ def test_wait_for_boot_wants_a_new_boot_id_after_a_reboot(
 
     monkeypatch.setattr(ssh.proc, "run", fake_run)
     monkeypatch.setattr(ssh, "SSH_PROBE_INTERVAL", 0.0)
-    assert ssh.wait_for_boot(endpoint(tmp_path), timeout=5, not_boot_id="old-id") == "new-id"
+    found = ssh.wait_for_boot(replace(endpoint(tmp_path), port=sshd.port), timeout=5, not_boot_id="old-id")
+    assert found == "new-id"
 
 
-def test_wait_for_boot_times_out_saying_what_it_saw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wait_for_boot_runs_ssh_only_once_sshd_has_sent_its_banner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listening: Callable[[bytes], Listener]
+) -> None:
+    silent = listening(b"")
+
+    def fake_run(argv: list[str], **_kwargs: object) -> proc.Result:
+        raise AssertionError("ssh was run although no banner came")
+
+    monkeypatch.setattr(ssh.proc, "run", fake_run)
+    monkeypatch.setattr(ssh, "BANNER_TIMEOUT", 0.05)
+    monkeypatch.setattr(ssh, "SSH_PROBE_INTERVAL", 0.01)
+    with pytest.raises(HarnessError, match=r"last seen: no SSH banner on 127\.0\.0\.1:"):
+        ssh.wait_for_boot(replace(endpoint(tmp_path), port=silent.port), timeout=0.3)
+    assert len(silent.accepted) >= 2, "each probe opens a fresh connection"
+
+
+def test_wait_for_boot_times_out_saying_what_it_saw(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listening: Callable[[bytes], Listener]
+) -> None:
+    sshd = listening(b"SSH-2.0-OpenSSH_10.0\r\n")
+
     def fake_run(argv: list[str], **_kwargs: object) -> proc.Result:
         return proc.Result(tuple(argv), 0, "same-id\n", "")
 
     monkeypatch.setattr(ssh.proc, "run", fake_run)
     monkeypatch.setattr(ssh, "SSH_PROBE_INTERVAL", 0.01)
     with pytest.raises(HarnessError) as caught:
-        ssh.wait_for_boot(endpoint(tmp_path), timeout=0.05, not_boot_id="same-id")
-    assert "SSH on 127.0.0.1:40022 with a new boot_id" in caught.value.message
+        ssh.wait_for_boot(replace(endpoint(tmp_path), port=sshd.port), timeout=0.05, not_boot_id="same-id")
+    assert f"SSH on 127.0.0.1:{sshd.port} with a new boot_id" in caught.value.message
     assert "boot_id is still same-id" in caught.value.message
 
 

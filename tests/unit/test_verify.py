@@ -140,6 +140,17 @@ def test_the_junit_suite_is_named_host_tier_from_the_machines_view(tmp_path: Pat
     assert not any(arg.startswith("junit_suite_name=") for arg in argv)
 
 
+def test_the_suite_runs_a_file_per_worker_unless_told_otherwise(tmp_path: Path) -> None:
+    inventory = RenderedInventory(tmp_path, "h", tmp_path)
+    argv = verify.pytest_argv(Path("suite"), inventory, tmp_path / "j.xml", parallel=verify.workers({}))
+    assert argv[argv.index("-n") + 1] == str(verify.VERIFY_WORKERS)
+    assert argv[argv.index("--dist") + 1] == "loadfile"
+    assert "-n" not in verify.pytest_argv(Path("suite"), inventory, tmp_path / "j.xml", parallel=0)
+    assert verify.workers({verify.ENV_WORKERS: "0"}) == 0
+    with pytest.raises(BadInput, match="BOMA_VERIFY_WORKERS='two' is not a number"):
+        verify.workers({verify.ENV_WORKERS: "two"})
+
+
 def test_failing_checks_are_the_system_under_test(tmp_path: Path) -> None:
     suite = write_suite(tmp_path / "suite", {"test_a.py": "def test_bad():\n    assert False\n"})
     with pytest.raises(VerificationFailed) as caught:
@@ -175,9 +186,21 @@ def test_a_whole_suite_with_nothing_to_run_is_a_harness_error(tmp_path: Path) ->
     assert caught.value.exit_code == ExitCode.HARNESS_BROKE
 
 
-def test_a_suite_that_cannot_run_is_a_harness_error(tmp_path: Path) -> None:
-    suite = write_suite(tmp_path / "suite", {"test_a.py": "import no_such_module_4e2\n"})
-    with pytest.raises(HarnessError, match=r"pytest could not run the suite .* \(exit status 2\)") as caught:
+@pytest.mark.parametrize(
+    ("workers", "says"),
+    [("0", r"\(exit status 2\)"), ("2", r": test_a did not collect")],
+    ids=["serial", "xdist"],
+)
+def test_a_suite_that_cannot_run_is_a_harness_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str, says: str
+) -> None:
+    """In one process pytest exits 2; under pytest-xdist the import error is a result (exit 1)."""
+    monkeypatch.setenv(verify.ENV_WORKERS, workers)
+    suite = write_suite(
+        tmp_path / "suite",
+        {"test_a.py": "import no_such_module_4e2\n", "test_b.py": "def test_ok():\n    pass\n"},
+    )
+    with pytest.raises(HarnessError, match=r"pytest could not run the suite .*" + says) as caught:
         run(suite, tmp_path)
     assert not isinstance(caught.value, VerificationFailed)
     assert caught.value.exit_code == ExitCode.HARNESS_BROKE

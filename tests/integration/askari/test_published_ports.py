@@ -28,7 +28,7 @@ ROUTES_FILE = Path(__file__).resolve().parents[3] / "inventories/production/grou
 # How long a port gets inside the guest, then from the controller: harness/portwait.py.
 PORT_ANSWER_TIMEOUT = portwait.STARTUP_TIMEOUT
 # One probe's patience: a TLS handshake under emulation takes seconds on a slow day.
-PROBE_TIMEOUT = 10.0
+PROBE_TIMEOUT = portwait.PROBE_TIMEOUT
 PROBE_INTERVAL = portwait.INTERVAL
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 
@@ -46,13 +46,13 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
-def _request(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=PROBE_TIMEOUT)
+def _request(port: int, sni: str | None, tls: bool, timeout: float) -> tuple[int, bytes | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         if tls:
             # Connect to the loopback forward but present the route's name as SNI, as a real
             # client would: Caddy has no certificate for a bare IP address.
-            raw = socket.create_connection(("127.0.0.1", port), timeout=PROBE_TIMEOUT)
+            raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
             conn.sock = _tls_context().wrap_socket(raw, server_hostname=sni)
         conn.request("GET", "/", headers={"Host": sni or "127.0.0.1"})
         status = conn.getresponse().status
@@ -95,9 +95,9 @@ def _await_port(
     )
 
 
-def _from_controller(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
+def _from_controller(port: int, sni: str | None, tls: bool, timeout: float) -> tuple[int, bytes | None]:
     try:
-        return _request(port, sni, tls)
+        return _request(port, sni, tls, timeout)
     except (OSError, http.client.HTTPException) as exc:
         raise NotYet(f"{type(exc).__name__}: {exc}") from exc
 
@@ -117,7 +117,7 @@ def _answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None]:
 def _wait_for_answer(port: int, sni: str | None, tls: bool) -> tuple[int, bytes | None] | str:
     """The answer, or the reason there was none, through the harness's one polling loop."""
     try:
-        return wait_until(functools.partial(_from_controller, port, sni, tls),
+        return wait_until(functools.partial(_from_controller, port, sni, tls, PROBE_TIMEOUT),
                           what=f"127.0.0.1:{port} (SNI {sni}) to answer from the controller",
                           timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
     except HarnessError as exc:

@@ -21,7 +21,7 @@ ROUTES_FILE = Path(__file__).resolve().parents[4] / "inventories/production/grou
 # As the controller's probe: Caddy may still be starting when the reboot is over.
 PORT_ANSWER_TIMEOUT = portwait.STARTUP_TIMEOUT
 PROBE_INTERVAL = portwait.INTERVAL
-PROBE_TIMEOUT = 10.0  # a TLS handshake under emulation takes seconds on a slow day
+PROBE_TIMEOUT = portwait.PROBE_TIMEOUT  # a TLS handshake under emulation takes seconds on a slow day
 GOOD_STATUSES = {200, 308, 404, 502, 503}
 # A port askari does not publish: the test listens on it inside askari, so only the firewall
 # can keep the peer out. Dropped (base's input policy) shows as a timeout; refused is fine too.
@@ -65,8 +65,8 @@ def _published_ports_awaited(probe, target, target_address, target_profile):
     _SEEN.update({(port, sni): answers[name] for name, (port, _m, sni) in wanted.items()})
 
 
-def _from_peer(probe, address: str, port: int, mode: str, sni: str | None) -> dict:
-    result = probe(address, port, mode, sni, timeout=PROBE_TIMEOUT)
+def _from_peer(probe, address: str, port: int, mode: str, sni: str | None, timeout: float) -> dict:
+    result = probe(address, port, mode, sni, timeout=timeout)
     if "status" not in result:
         raise NotYet(result.get("error", "no answer"))
     return result
@@ -74,7 +74,7 @@ def _from_peer(probe, address: str, port: int, mode: str, sni: str | None) -> di
 
 def _wait(probe, address: str, port: int, mode: str, sni: str | None) -> dict | str:
     try:
-        return wait_until(functools.partial(_from_peer, probe, address, port, mode, sni),
+        return wait_until(functools.partial(_from_peer, probe, address, port, mode, sni, PROBE_TIMEOUT),
                           what=f"{address}:{port} (SNI {sni}) to answer from the peer",
                           timeout=PORT_ANSWER_TIMEOUT, interval=PROBE_INTERVAL)
     except HarnessError as exc:
