@@ -32,11 +32,11 @@ SSH_OPTIONS: tuple[tuple[str, str], ...] = (
 )
 SSH_PROBE_INTERVAL = 1.0
 # How long a boot probe waits for sshd's banner before it drops the connection and opens a new
-# one. The user-mode stack (passt, and QEMU's slirp alike) accepts the controller's connection at
-# once and sends the guest a SYN; one sent before the guest's network was up is lost, and the
-# connection then hangs until the client gives up: ssh's ConnectTimeout of 10 s made each probe of
-# a booting guest take 13 s, and sshd's start was seen 11–13 s late. A banner takes milliseconds
-# once sshd listens.
+# one. The hermetic network's relay and passt accept the controller's connection at once and send
+# the guest a SYN; one sent before the guest's network was up is lost, and the connection then
+# hangs until passt's 10 s handshake timeout or the client gives up: with ssh's ConnectTimeout of
+# 10 s each probe of a booting guest took 13 s, and sshd's start was seen 11–13 s late
+# (2026-12-04). A banner takes milliseconds once sshd listens.
 BANNER_TIMEOUT = 3.0
 BANNER = b"SSH-"
 # The probe's own identification, sent first: through the hermetic network's relay and passt a
