@@ -266,6 +266,7 @@ def check_suite(profile: Profile) -> dict[str, int]:
             f"profile {profile.name!r} is a client: it has no suite of its own and no cycle",
             hint="clients run in scenarios (scenarios/*.yml): python -m harness scenario --name NAME",
         )
+    workers()  # a bad BOMA_VERIFY_WORKERS is refused now, not after a boot and an apply
     counts = {phase.label: collected(suite, phase.marker) for phase in PHASES}
     for phase in PHASES:
         if phase.required and counts[phase.label] == 0:

@@ -204,3 +204,9 @@ def test_a_suite_that_cannot_run_is_a_harness_error(
         run(suite, tmp_path)
     assert not isinstance(caught.value, VerificationFailed)
     assert caught.value.exit_code == ExitCode.HARNESS_BROKE
+
+
+def test_a_bad_worker_count_is_refused_before_anything_boots(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(verify.ENV_WORKERS, "-1")
+    with pytest.raises(BadInput, match="BOMA_VERIFY_WORKERS='-1' is not a number of workers"):
+        verify.check_suite(config.load_profile("askari"))
