@@ -16,13 +16,12 @@ import json
 import os
 import re
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from harness import log, paths, proc
+from harness import log, paths, proc, report
 from harness.config import Profile
 from harness.errors import BadInput, HarnessError, VerificationFailed
 from harness.inventory import RenderedInventory
@@ -53,6 +52,8 @@ COLLECT_ERROR_LINES = 15
 # process (BOMA_VERIFY_WORKERS=0: a debugger, or print-debugging a check).
 VERIFY_WORKERS = 2
 ENV_WORKERS = "BOMA_VERIFY_WORKERS"
+# pytest's JUnit message for a module that did not import (under pytest-xdist, a result).
+JUNIT_COLLECTION_FAILURE = "collection failure"
 _COLLECTED = re.compile(r"^(?:(?P<selected>\d+)/)?(?P<total>\d+) tests? collected")
 
 
@@ -194,15 +195,8 @@ def run_suite(
 
 def not_collected(junit: Path) -> list[str]:
     """The modules a JUnit file reports as collection failures (none if it cannot be read)."""
-    try:
-        root = ET.parse(junit).getroot()  # noqa: S314  (the JUnit file pytest just wrote)
-    except (OSError, ET.ParseError):
-        return []
-    return [
-        case.get("name") or "?"
-        for case in root.iter("testcase")
-        if (error := case.find("error")) is not None and error.get("message") == "collection failure"
-    ]
+    _counts, checks = report.read_junit(junit)
+    return [c.name for c in checks if c.outcome == "error" and c.message == JUNIT_COLLECTION_FAILURE]
 
 
 def collect_argv(suite: Path, marker: str | None = None, hosts: str = COLLECT_HOSTS) -> list[str]:
