@@ -23,6 +23,7 @@ from harness import (
     idempotence,
     lock,
     log,
+    narrow,
     packagelayer,
     paths,
     preflight,
@@ -162,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="apply with --diff and fail (exit 1) if a task changes that the profile does not allow",
     )
+    p.add_argument(
+        "--tags",
+        action="append",
+        default=[],
+        metavar="TAG[,TAG]",
+        help="only the tasks with these tags (tests/tags.yml; repeatable): a narrowed apply for the "
+        "inner loop on one role, which proves less than the whole profile a cycle applies",
+    )
     for name, text in (
         ("reboot", "reboot a kept VM, proving it by a changed boot_id"),
         ("verify", "run the verify suite against a kept VM"),
@@ -275,14 +284,14 @@ def _kept(args: argparse.Namespace) -> Machine:
     return Machine(state, state.machine(args.machine))
 
 
-def _timed_step(vm: Machine, name: str, action: Callable[[], object]) -> int:
+def _timed_step(vm: Machine, name: str, action: Callable[[], object], *, tags: tuple[str, ...] = ()) -> int:
     """Run one single step on a kept VM: holding the run, bounded, logged and recorded in the
-    run's steps.jsonl."""
+    run's steps.jsonl (with ``tags``, the step was narrowed to them)."""
     began, outcome = time.monotonic(), "fail"
     with ExitStack() as stack:
         stack.enter_context(attach(vm.run))
         stack.callback(scrub_tree, vm.artifacts)
-        stack.callback(lambda: record_step(vm.artifacts, name, time.monotonic() - began, outcome))
+        stack.callback(lambda: record_step(vm.artifacts, name, time.monotonic() - began, outcome, tags=tags))
         stack.enter_context(signals.cancellable(STEP_DEADLINE))
         vm.run.step = name
         vm.run.save()
@@ -298,13 +307,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if not file.is_file():
             raise BadInput(f"override file {file} not found")
     overrides = tuple(args.override)
+    # Refused before the run is touched: an unknown tag, or a step that selects tags of its own.
+    tags = narrow.requested(args.tags, narrow.vocabulary())
+    narrow.narrowed(vm.profile.steps, tags)
     if args.idempotence:
 
         def again() -> None:
-            idempotence.check(vm.apply_again(overrides), vm.idempotence_report)
+            idempotence.check(vm.apply_again(overrides, tags=tags), vm.idempotence_report)
 
-        return _timed_step(vm, "idempotence", again)
-    return _timed_step(vm, "apply", lambda: vm.apply(overrides))
+        return _timed_step(vm, "idempotence", again, tags=tags)
+    return _timed_step(vm, "apply", lambda: vm.apply(overrides, tags=tags), tags=tags)
 
 
 def cmd_reboot(args: argparse.Namespace) -> int:

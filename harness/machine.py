@@ -24,6 +24,7 @@ from harness import (
     inventory,
     liveness,
     log,
+    narrow,
     paths,
     runvars,
     seed,
@@ -357,11 +358,16 @@ class Machine:
         *,
         diff: bool = False,
         record: str = "ansible-tasks.jsonl",
+        tags: tuple[str, ...] = (),
     ) -> list[ansible.TaskRecord]:
         """Apply the profile's steps; return every task's record (its status among them).
         ``diff`` runs Ansible with ``--diff``; ``record`` names the file in the artifacts
-        that keeps this apply's task records."""
+        that keeps this apply's task records; ``tags`` narrows the apply to the tasks with
+        those tags (:mod:`harness.narrow`)."""
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
+        steps = narrow.narrowed(self.profile.steps, tags)
+        if tags:
+            log.info(narrow.note(tags))
         self.run.overrides = [str(p) for p in extra_overrides]
         self._save()
         logfile = self.artifacts / "ansible.log"
@@ -370,7 +376,7 @@ class Machine:
         task_sink = self.artifacts / record
         task_sink.unlink(missing_ok=True)  # this apply's tasks only
         try:
-            for batch in ansible.batches(self.profile.steps, one_process=self.levers.one_process):
+            for batch in ansible.batches(steps, one_process=self.levers.one_process):
                 with log.step(f"playbook {batch.name}"):
                     ansible.run_step_checked(
                         self.inventory,
@@ -389,11 +395,13 @@ class Machine:
                 log.info("slowest tasks: " + "; ".join(f"{t.task} {t.seconds:.1f}s" for t in slowest))
         return ansible.task_records(task_sink)
 
-    def apply_again(self, extra_overrides: tuple[Path, ...] = ()) -> idempotence.Verdict:
+    def apply_again(
+        self, extra_overrides: tuple[Path, ...] = (), *, tags: tuple[str, ...] = ()
+    ) -> idempotence.Verdict:
         """Apply the steps once more, with ``--diff``, and judge what changed; the report
         (each changed task with its diff) goes to ``artifacts/idempotence.txt``. The caller
         decides (:func:`harness.idempotence.check`)."""
-        records = self.apply(extra_overrides, diff=True, record=IDEMPOTENCE_RECORD)
+        records = self.apply(extra_overrides, diff=True, record=IDEMPOTENCE_RECORD, tags=tags)
         verdict = idempotence.judge(records, self.profile.idempotence_allow)
         self.idempotence_report.write_text(idempotence.report(verdict), encoding="utf-8")
         log.info(

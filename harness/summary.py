@@ -96,11 +96,13 @@ class Summary:
         return "\n".join(rows)
 
 
-def record_step(directory: Path, name: str, seconds: float, outcome: str) -> None:
+def record_step(
+    directory: Path, name: str, seconds: float, outcome: str, *, tags: tuple[str, ...] = ()
+) -> None:
     """Append one single step's duration (the warm inner loop) to ``steps.jsonl``, with the
-    transients it retried."""
+    transients it retried, and the tags it was narrowed to (an apply with ``--tags``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    line = {
+    line: dict[str, object] = {
         "step": name,
         "seconds": round(seconds, 1),
         "outcome": outcome,
@@ -108,5 +110,7 @@ def record_step(directory: Path, name: str, seconds: float, outcome: str) -> Non
         "retries": transient.retry_count(),
         "at": time.time(),
     }
+    if tags:
+        line["tags"] = list(tags)
     with (directory / "steps.jsonl").open("a", encoding="utf-8") as sink:
         sink.write(json.dumps(line) + "\n")

@@ -27,6 +27,16 @@ def test_ratios_are_of_this_run_and_the_warm_loop_is_its_median() -> None:
     }
 
 
+def test_the_scoped_loop_is_its_own_median_beside_the_warm_loops() -> None:
+    warm = [{"total_s": t, "phases": {}, "status": 0} for t in (150.0, 120.0, 400.0)]
+    scoped = [{"total_s": t, "phases": {}, "status": 0, "tags": ["caddy"]} for t in (90.0, 100.0)]
+    found = bench.ratios(run(1000, 10, apply=600), run(400, 12, apply=100), warm, scoped)
+    assert found["warm_loop_over_baseline_cold"] == 0.15
+    assert found["scoped_loop_over_baseline_cold"] == 0.095
+    judged = bench.judged(found)["scoped_loop_over_baseline_cold"]
+    assert judged == {"target": 0.15, "measured": 0.095, "met": True}
+
+
 def test_targets_are_judged_not_asserted_and_a_missing_figure_is_unmet() -> None:
     judged = bench.judged({"fast_cold_over_baseline_cold": 0.6, "overhead_share_fast": 0.01})
     assert judged["fast_cold_over_baseline_cold"] == {"target": 0.5, "measured": 0.6, "met": False}
@@ -72,10 +82,11 @@ def test_the_report_is_json_markdown_and_svg_and_never_overwrites(tmp_path: Path
             "baseline": run(1000, 10, apply=600),
             "fast": run(400, 12, apply=100),
             "warm": [{"total_s": 150, "phases": {"apply": 50, "reboot": 70, "verify": 30}, "status": 0}],
+            "scoped": [{"total_s": 110, "phases": {"apply": 10, "reboot": 70, "verify": 30}, "status": 0}],
         },
     }
     data["targets"] = bench.judged(
-        bench.ratios(data["runs"]["baseline"], data["runs"]["fast"], data["runs"]["warm"])
+        bench.ratios(*(data["runs"][name] for name in ("baseline", "fast", "warm", "scoped")))
     )
     first = bench.write_report(data, tmp_path)
     second = bench.write_report(data, tmp_path)
@@ -86,6 +97,8 @@ def test_the_report_is_json_markdown_and_svg_and_never_overwrites(tmp_path: Path
     assert "![phases](2026-12-03-bench.svg)" in text
     assert "| fast_cold_over_baseline_cold ≤ 0.5 | 0.4 | yes |" in text
     assert "| warm inner loop 1 | pass | 150 s |" in text
+    assert "| scoped loop (apply --tags caddy) 1 | pass | 110 s |" in text
+    assert "| scoped_loop_over_baseline_cold ≤ 0.15 | 0.11 | yes |" in text
     ET.fromstring(first[2].read_text())
 
 
