@@ -33,8 +33,8 @@ def vocabulary(path: Path = VOCABULARY) -> dict[str, str]:
     except (OSError, yaml.YAMLError) as exc:
         raise HarnessError(f"the tag vocabulary {path} cannot be read: {exc}") from exc
     tags = data.get("tags") if isinstance(data, dict) else None
-    if not isinstance(tags, dict) or not tags:
-        raise HarnessError(f"the tag vocabulary {path} has no 'tags' mapping")
+    if not isinstance(tags, dict):
+        raise HarnessError(f"the tag vocabulary {path} has no 'tags' mapping of tag: meaning")
     return {str(name): str(text) for name, text in tags.items()}
 
 

@@ -20,6 +20,10 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: the vocabulary's reader is the harness's
+
+from harness.errors import HarnessError  # noqa: E402
+from harness.narrow import vocabulary as read_vocabulary  # noqa: E402
 
 # Where tags live, relative to the repository root; roles written later are picked up as-is.
 SEARCHED = (
@@ -42,11 +46,9 @@ class Tag:
 
 
 def load_vocabulary(path: Path) -> frozenset[str]:
-    """The allowed tags: the keys of the ``tags`` mapping in ``path``."""
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict) or not isinstance(data.get("tags"), dict):
-        raise ValueError(f"{path}: expected a 'tags' mapping of tag: meaning")
-    return frozenset(str(tag) for tag in data["tags"])
+    """The allowed tags: the keys of the ``tags`` mapping in ``path``, read as the harness's
+    ``apply --tags`` reads them (harness.narrow)."""
+    return frozenset(read_vocabulary(path))
 
 
 def _values(node: yaml.Node, file: Path) -> Iterator[Tag]:
@@ -116,12 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     vocabulary_file: Path = args.vocabulary or root / "tests" / "tags.yml"
 
     try:
-        vocabulary = load_vocabulary(vocabulary_file)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        print(f"check_tags: cannot read the tag vocabulary: {error}", file=sys.stderr)
+        known = load_vocabulary(vocabulary_file)
+    except HarnessError as error:
+        print(f"check_tags: {error.message}", file=sys.stderr)
         return 2
 
-    unknown = unknown_tags(root, vocabulary)
+    unknown = unknown_tags(root, known)
     for tag in unknown:
         shown = tag.file.relative_to(root) if tag.file.is_relative_to(root) else tag.file
         print(f"{shown}:{tag.line}: tag {tag.value!r} is not in {vocabulary_file.name}", file=sys.stderr)
