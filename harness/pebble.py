@@ -25,7 +25,6 @@ from harness.ports import free_loopback_ports
 PROGRAMS = ("pebble-challtestsrv", "pebble")
 GUEST_GATEWAY = "10.0.2.2"  # QEMU user-mode networking: the controller's loopback, from the guest
 READY_TIMEOUT = 60.0
-CA_IN_CONTAINER = "/etc/caddy/pebble-ca.pem"  # the role mounts the config dir into the container
 PEBBLE_ENV = {
     "PEBBLE_VA_NOSLEEP": "1",  # no random validation delay: the cycle is slow enough
     "PEBBLE_WFE_NONCEREJECT": "0",  # no random bad-nonce rejections
@@ -55,10 +54,10 @@ class PebbleRun:
         return f"https://{GUEST_GATEWAY}:{self.acme_port}/dir"
 
     def guest_vars(self) -> dict[str, str]:
-        """Extra-vars that point the guest's Caddy at this Pebble."""
+        """Extra-vars that point the guest's Caddy at this Pebble (the role writes the PEM into its
+        configuration directory and names it as Caddy's acme_ca_root itself)."""
         return {
             "reverse_proxy__acme_ca": self.directory_url,
-            "reverse_proxy__acme_ca_root": CA_IN_CONTAINER,
             "reverse_proxy__acme_ca_root_pem": self.ca_cert.read_text(encoding="utf-8"),
         }
 

@@ -2,7 +2,8 @@
 
 Usage::
 
-    variables = load_vars(role_defaults("reverse_proxy"), *group_vars(PRODUCTION, "all"))
+    variables = load_vars(role_defaults("reverse_proxy"), *group_vars(PRODUCTION, "all"),
+                          role_vars("reverse_proxy"))
     text = render(role_template("reverse_proxy", "etc/caddy/Caddyfile.j2"), variables)
 
 Variable files are read with Ansible's DataLoader, so their ``{{ }}`` values stay templates
@@ -28,6 +29,11 @@ ANSIBLE_MANAGED = "Ansible managed"
 def role_defaults(role: str) -> Path:
     """The role's defaults/main.yml."""
     return REPO / "roles" / role / "defaults" / "main.yml"
+
+
+def role_vars(role: str) -> Path:
+    """The role's vars/main.yml: read after the inventory's vars, which it outranks in a play."""
+    return REPO / "roles" / role / "vars" / "main.yml"
 
 
 def role_template(role: str, relative: str) -> Path:

@@ -21,6 +21,7 @@ from render import (
     render,
     role_defaults,
     role_template,
+    role_vars,
 )
 
 GOLDEN_CADDYFILE = Path(__file__).parent / "golden" / "Caddyfile.production"
@@ -35,10 +36,13 @@ SENTINEL_TOKEN = "sentinel-gandi-token-3f9c"
 
 
 def askari_vars(role: str, **overrides: Any) -> dict[str, Any]:
-    """What a role sees on askari: its defaults, then group_vars all < docker_hosts < offsite_hosts."""
+    """What a role sees on askari: its defaults, then group_vars all < docker_hosts < offsite_hosts,
+    then its vars/main.yml (if it has one)."""
     files = [role_defaults(role)]
     for group in ("all", "docker_hosts", "offsite_hosts"):
         files += group_vars(PRODUCTION, group)
+    if role_vars(role).is_file():
+        files.append(role_vars(role))
     return load_vars(*files, overrides=overrides)
 
 
@@ -310,9 +314,26 @@ def test_gandi_token_stays_out_of_the_caddyfile(provider: str) -> None:
 def test_defaults_alone_give_no_test_knobs_and_no_global_block() -> None:
     variables = load_vars(
         role_defaults("reverse_proxy"),
+        role_vars("reverse_proxy"),
         overrides={"reverse_proxy__routes": [{"host": "a.example", "upstream": "a:80"}]},
     )
     assert code_lines(render(CADDYFILE, variables)) == ["a.example {", "reverse_proxy a:80", "}"]
+
+
+def test_a_pem_the_role_writes_is_the_caddyfiles_acme_ca_root() -> None:
+    """Pebble's tier hands over only the PEM's text: the role writes it into the configuration
+    directory, which the container sees at reverse_proxy__config_dir_in_container, and names
+    that path in the Caddyfile. An operator's own path still wins."""
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    written = askari_vars("reverse_proxy", reverse_proxy__acme_ca="https://10.0.2.2:14000/dir",
+                          reverse_proxy__acme_ca_root_pem=pem)
+    assert "acme_ca_root /etc/caddy/acme-ca-root.pem" in code_lines(render(CADDYFILE, written))
+    run_options = Templar(loader=DataLoader(), variables=written).template(
+        trust_as_template("{{ reverse_proxy__run_options }}"))
+    assert "--volume=/etc/caddy:/etc/caddy:ro" in run_options
+    own = askari_vars("reverse_proxy", reverse_proxy__acme_ca_root="/data/own.pem",
+                      reverse_proxy__acme_ca_root_pem=pem)
+    assert "acme_ca_root /data/own.pem" in code_lines(render(CADDYFILE, own))
 
 
 def _touches_the_token(task: dict[str, Any]) -> bool:
@@ -332,3 +353,24 @@ def test_every_task_near_the_token_is_no_log() -> None:
                 assert task.get("no_log") is True, f"{file.name}: {task['name']!r} needs no_log: true"
     # The assert, the env file, its fingerprint, the inspect and the run.
     assert len(checked) == 5, checked
+
+
+@pytest.mark.parametrize(
+    ("volumes", "accepted"),
+    [
+        ([], True),
+        (["/srv/certs:/srv/certs:ro", "caddy_config:/config"], True),
+        (["/etc/caddyish:/etc/caddyish"], True),
+        (["/root/ca.pem:/etc/caddy/ca.pem:ro"], False),
+        (["named:/etc/caddy"], False),
+        (["/etc/caddy/extra"], False),
+    ],
+)
+def test_the_settings_check_refuses_extra_volumes_below_the_config_mount(
+    volumes: list[str], accepted: bool
+) -> None:
+    """The configuration directory is mounted read-only at /etc/caddy: a volume below it would
+    shadow the Caddyfile a reload reads, or fail to mount."""
+    check = next(t for t in tasks("reverse_proxy") if t["name"] == "Check the reverse proxy settings")
+    variables = askari_vars("reverse_proxy", reverse_proxy__extra_volumes=volumes)
+    assert condition(check["ansible.builtin.assert"]["that"], variables) is accepted
