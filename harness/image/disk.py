@@ -11,6 +11,7 @@ partition.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ SECTOR = 512
 PARTITION_START_SECTOR = 2048
 MBR_BOOT_CODE_BYTES = 440  # the partition table starts at 446; the disk signature at 440
 GRUB_DIR_IN_GUEST = Path("boot/grub/i386-pc")
+APT_LISTS_IN_GUEST = Path("var/lib/apt/lists")
 QEMU_IMG_TIMEOUT = 600.0
 EXTRACT_TIMEOUT = 900.0
 
@@ -86,6 +88,7 @@ def assemble(spec: DiskSpec) -> str:
                 ],
                 timeout=EXTRACT_TIMEOUT,
             )
+        _package_lists_never_updated(mnt)
         version = _copy_kernel(mnt, spec.kernel, spec.initrd)
         grub = mnt / GRUB_DIR_IN_GUEST
         boot_img = _read(grub / "boot.img")
@@ -151,6 +154,21 @@ def _read(path: Path) -> bytes:
             f"the root filesystem has no {path.name}: {exc}",
             hint="the bootstrap's customize hook makes it; read the build log",
         ) from exc
+
+
+def _package_lists_never_updated(mnt: Path) -> None:
+    """Date the guest's (empty) apt lists directory to the epoch.
+
+    mmdebstrap empties ``/var/lib/apt/lists`` and leaves the directory dated to the build. The
+    roles' apt tasks take that date for the last ``apt-get update`` (``cache_valid_time``), so
+    within an hour of a build they skipped the update and ran against no package lists at all:
+    a package missing from the image could not be installed then, and could an hour later, and
+    every apt task was cheaper than on any later day. Dated to the epoch, the first apt task of
+    every VM updates, whatever the image's age, as on a host whose lists are stale.
+    """
+    lists = mnt / APT_LISTS_IN_GUEST
+    if lists.is_dir():
+        os.utime(lists, (0, 0))
 
 
 def _copy_kernel(mnt: Path, kernel: Path, initrd: Path) -> str:

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 
 from harness.errors import BadInput
 
-RECIPE_VERSION = 1
+# 2: the disk assembly dates the apt lists directory to the epoch (disk._package_lists_never_updated).
+RECIPE_VERSION = 2
 KEY_LENGTH = 12
 # Debian policy: lower case letters, digits, + - . ; at least two characters, a letter or digit first.
 PACKAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
