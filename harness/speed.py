@@ -3,8 +3,10 @@
 Under TCG a cycle's seconds go to three places: dpkg unpacking packages, one guest Python per
 Ansible module, and the boot path. Each lever here takes seconds off one of them. The
 levers that change *what is tested* are named in the run's summary with the risk they take
-(:func:`notes`), and the test command keeps one run without them: its RED half boots the
-``baseline`` preset's image (see tests/e2e/).
+(:func:`notes`). The test command's e2e runs the ``default`` preset: no Mitogen and one
+``ansible-playbook`` per playbook, as on the real hosts, but with the package layer (the plain
+image's cold apply would cost the test command several minutes more under emulation); the
+plain image runs in ``nox -s bench``'s baseline and with ``--no-package-layer``.
 
 Three presets, chosen with ``--speed`` on ``cycle`` and ``up``:
 
