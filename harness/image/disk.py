@@ -162,8 +162,8 @@ def _package_lists_never_updated(mnt: Path) -> None:
     mmdebstrap empties ``/var/lib/apt/lists`` and leaves the directory dated to the build. The
     roles' apt tasks take that date for the last ``apt-get update`` (``cache_valid_time``), so
     within an hour of a build they skipped the update and ran against no package lists at all:
-    a package missing from the image could not be installed then, and could an hour later, and
-    every apt task was cheaper than on any later day. Dated to the epoch, the first apt task of
+    a package missing from the image had no candidate then but had one an hour later, and every
+    apt task was cheaper than on any later day. Dated to the epoch, the first apt task of
     every VM updates, whatever the image's age, as on a host whose lists are stale.
     """
     lists = mnt / APT_LISTS_IN_GUEST
