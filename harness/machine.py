@@ -359,11 +359,17 @@ class Machine:
         diff: bool = False,
         record: str = "ansible-tasks.jsonl",
         tags: tuple[str, ...] = (),
+        levers: speed.Levers | None = None,
     ) -> list[ansible.TaskRecord]:
         """Apply the profile's steps; return every task's record (its status among them).
         ``diff`` runs Ansible with ``--diff``; ``record`` names the file in the artifacts
         that keeps this apply's task records; ``tags`` narrows the apply to the tasks with
-        those tags (:mod:`harness.narrow`)."""
+        those tags (:mod:`harness.narrow`); ``levers`` takes this apply's apply levers
+        (Mitogen, one process) from a preset other than the machine's
+        (:func:`harness.speed.for_apply`)."""
+        levers = speed.for_apply(self.levers, levers) if levers else self.levers
+        if levers != self.levers:
+            log.info(f"this apply: {speed.notes(levers)[0]}")
         inventory.assert_isolated(self.inventory, paths.PRODUCTION_INVENTORY)
         steps = narrow.narrowed(self.profile.steps, tags)
         if tags:
@@ -376,7 +382,7 @@ class Machine:
         task_sink = self.artifacts / record
         task_sink.unlink(missing_ok=True)  # this apply's tasks only
         try:
-            for batch in ansible.batches(steps, one_process=self.levers.one_process):
+            for batch in ansible.batches(steps, one_process=levers.one_process):
                 with log.step(f"playbook {batch.name}"):
                     ansible.run_step_checked(
                         self.inventory,
@@ -387,7 +393,7 @@ class Machine:
                         task_sink=task_sink,
                         diff=diff,
                         alive=self.watch_up(f"the guest died during playbook {batch.name}").check,
-                        levers=self.levers,
+                        levers=levers,
                     )
         finally:
             slowest = ansible.task_times(task_sink)[:SLOWEST_TASKS_SHOWN]

@@ -3,10 +3,10 @@
 Under TCG a cycle's seconds go to three places: dpkg unpacking packages, one guest Python per
 Ansible module, and the boot path. Each lever here takes seconds off one of them. The
 levers that change *what is tested* are named in the run's summary with the risk they take
-(:func:`notes`). The test command's e2e runs the ``default`` preset: no Mitogen and one
-``ansible-playbook`` per playbook, as on the real hosts, but with the package layer (the plain
-image's cold apply would cost the test command several minutes more under emulation); the
-plain image runs in ``nox -s bench``'s baseline and with ``--no-package-layer``.
+(:func:`notes`), and the test command keeps a path without each of them: its e2e's RED half
+boots the plain image (no package layer) and applies with Ansible's own connection, one
+``ansible-playbook`` per playbook, as a fresh real host gets it; its GREEN half applies the
+fix to that machine under Mitogen in one process (:func:`for_apply`), as the warm loop does.
 
 Three presets, chosen with ``--speed`` on ``cycle`` and ``up``:
 
@@ -110,6 +110,19 @@ def reboot_changes(levers: Levers) -> tuple[Expected, ...]:
         if getattr(levers, name)
         for pattern in patterns
     )
+
+
+# The levers one apply may choose (how Ansible runs its modules and its playbooks); the others
+# are fixed when the machine is made: its image, its disk, its boots, and the compression its
+# rendered inventory names for Mitogen's connection.
+APPLY_LEVERS = ("mitogen", "one_process")
+
+
+def for_apply(booted: Levers, wanted: Levers) -> Levers:
+    """The machine's levers with ``wanted``'s apply levers: one apply may reach the guest
+    another way than the machine's preset (the e2e's GREEN half runs under Mitogen on a
+    machine booted like a fresh host), but what was fixed at boot stays what it was."""
+    return replace(booted, **{name: getattr(wanted, name) for name in APPLY_LEVERS})
 
 
 def preset(name: str) -> Levers:

@@ -144,3 +144,16 @@ def test_the_lever_excuses_only_cloud_inits_units() -> None:
     before = {"units/caddy.service": "active/running", "units/cloudflared.service": "active/running"}
     differences = statediff.compare(before, {}, (), statediff.EXPECTED + speed.reboot_changes(speed.FAST))
     assert [d.path for d in statediff.unexpected(differences)] == sorted(before)
+
+
+def test_an_apply_takes_only_the_apply_levers_of_another_preset() -> None:
+    booted = replace(speed.DEFAULT, package_layer=False)
+    applied = speed.for_apply(booted, speed.FAST)
+    assert (applied.mitogen, applied.one_process) == (True, True)
+    # What the machine was made with stays: its image, its disk, its boots, its compression.
+    assert applied.package_layer is False
+    assert applied.disk_cache_unsafe == booted.disk_cache_unsafe
+    assert applied.cloud_init_once == booted.cloud_init_once
+    assert applied.ssh_compression == booted.ssh_compression
+    assert speed.for_apply(speed.BASELINE, speed.FAST).ssh_compression is True
+    assert speed.for_apply(speed.FAST, speed.DEFAULT) == speed.DEFAULT
