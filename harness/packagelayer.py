@@ -10,9 +10,10 @@ plain one.
 What it must never do is hide a missing install: a package in the layer that no role installs
 would make a role that forgot it pass here and fail on a fresh host. So a profile's
 ``package_layer`` may name only packages that a role or the inventory already lists
-(:func:`installable`), and the roles still run their install tasks against the VM (they then
-report ``ok``). A run without the layer (``--no-package-layer``) boots the plain image, as a
-fresh host is; the summary says which it was.
+(:func:`installable`), and the roles still ask dpkg for them on the VM (finding them installed,
+they skip apt, as on a real host that has them). A run without the layer
+(``--no-package-layer``, and the test command's e2e) boots the plain image, as a fresh host
+is, and its apt tasks install them from the archive; the summary says which it was.
 """
 
 from __future__ import annotations
