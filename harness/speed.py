@@ -143,5 +143,14 @@ def notes(levers: Levers) -> list[str]:
     if not levers.ssh_compression:
         on.append("no ssh compression")
     lines = [f"speed: {name_of(levers)} ({', '.join(on) or 'no levers'})"]
-    lines += [f"speed lever {name}: {RISKS[name]}" for name in on if name in RISKS]
-    return lines
+    return lines + _risks(on)
+
+
+def risks_added(booted: Levers, applied: Levers) -> list[str]:
+    """The risk lines of the levers ``applied`` turns on that ``booted`` had off."""
+    added = [f.name for f in fields(applied) if getattr(applied, f.name) and not getattr(booted, f.name)]
+    return _risks(added)
+
+
+def _risks(names: list[str]) -> list[str]:
+    return [f"speed lever {name}: {RISKS[name]}" for name in names if name in RISKS]

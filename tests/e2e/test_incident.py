@@ -116,11 +116,7 @@ def test_incident_red_then_green() -> None:
                 hoststate.check(red_diff, vm.artifacts / "state-red", hoststate.silent_ports(red_after))
 
             green = speed.for_apply(vm.levers, GREEN_LEVERS)
-            summary.notes += [
-                f"GREEN's apply: speed lever {name}: {speed.RISKS[name]}"
-                for name in speed.APPLY_LEVERS
-                if getattr(green, name) != getattr(vm.levers, name) and name in speed.RISKS
-            ]
+            summary.notes += [f"GREEN's apply: {line}" for line in speed.risks_added(vm.levers, green)]
             with summary.phase("GREEN: apply the repository as it is (Mitogen, one process)", sut=True):
                 vm.apply(levers=green)
             with summary.phase("GREEN: state before the reboot", sut=True):

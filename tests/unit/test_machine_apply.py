@@ -12,20 +12,16 @@ import pytest
 from harness import machine, speed
 from harness.ansible import Batch
 from harness.machine import Machine
-from harness.state import MachineState, RunState
+from tests.unit.test_emulator_fault import a_machine as emulator_machine
 
 FRESH_HOST = replace(speed.DEFAULT, package_layer=False)
 
 
 def a_machine(tmp_path: Path, levers: speed.Levers) -> Machine:
-    run = RunState(run_id="0badf00d", label="askari", tier="internal", uri="test:///default",
-                   run_dir=str(tmp_path / "run"), artifacts=str(tmp_path / "art"), owner={},
-                   levers=levers.as_json())
-    state = MachineState(name="askari", host="askari", domain="boma-it-askari-0badf00d", accel="tcg",
-                         boot="direct", ssh_port=2222, ports={}, golden="g", artifacts=str(tmp_path / "art"))
-    run.machines.append(state)
+    vm = emulator_machine(tmp_path, "tcg")
+    vm.run.levers = levers.as_json()
     (tmp_path / "art").mkdir()
-    return Machine(run, state)
+    return vm
 
 
 @pytest.fixture

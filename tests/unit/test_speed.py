@@ -157,3 +157,11 @@ def test_an_apply_takes_only_the_apply_levers_of_another_preset() -> None:
     assert applied.ssh_compression == booted.ssh_compression
     assert speed.for_apply(speed.BASELINE, speed.FAST).ssh_compression is True
     assert speed.for_apply(speed.FAST, speed.DEFAULT) == speed.DEFAULT
+
+
+def test_the_risks_an_apply_adds_are_those_of_the_levers_it_turns_on() -> None:
+    booted = replace(speed.DEFAULT, package_layer=False)
+    assert speed.risks_added(booted, speed.for_apply(booted, speed.FAST)) == [
+        f"speed lever {name}: {speed.RISKS[name]}" for name in ("mitogen", "one_process")
+    ]
+    assert speed.risks_added(speed.FAST, speed.FAST) == []
