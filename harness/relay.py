@@ -64,6 +64,15 @@ DNS_PORT = 53
 DNS_HEADER = struct.Struct("!HHHHHH")  # id, flags, question, answer, authority, additional counts
 DNS_QR, DNS_OPCODE, DNS_RD, DNS_RA = 0x8000, 0x7800, 0x0100, 0x0080
 DNS_FORMERR, DNS_NXDOMAIN, DNS_NOTIMP = 1, 3, 4
+# EDNS (RFC 6891): a query's OPT record, and the one the answer then carries. Without it in the
+# answer, systemd-resolved concludes the server "doesn't support EDNS(0) properly", downgrades it
+# and restarts the transactions in flight; it probes again later, and on a busy boot under TCG a
+# lookup in that dance failed with "All attempts to contact name servers or networks failed" for
+# two minutes (2026-12-07, the verify's name lookup after a reboot).
+DNS_OPT = 41
+DNS_OPT_RR = struct.Struct("!BHHIH")  # root name, type, UDP payload size, extended rcode/version/flags, rdlen
+DNS_EDNS_PAYLOAD = 1232  # what the relay announces; its answers are a few dozen bytes
+DNS_BADVERS_HIGH = 1  # BADVERS (16) is carried as 1 in the OPT record's upper rcode bits, 0 in the header
 DNS_TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 12: "PTR", 15: "MX", 16: "TXT", 33: "SRV", 65: "HTTPS"}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -117,12 +126,26 @@ def _question_end(query: bytes) -> tuple[int, str] | None:
     return None
 
 
+def _edns_version(query: bytes, at: int, additional: int) -> int | None:
+    """The EDNS version of the OPT record that follows the question (``at``), None if the query
+    has none. Only an OPT record right after the question is looked for: a query carries no
+    answer or authority records, and a client puts its OPT record first among the additional."""
+    if additional < 1 or len(query) < at + DNS_OPT_RR.size:
+        return None
+    name, rtype, _payload, ttl, _rdlen = DNS_OPT_RR.unpack_from(query, at)
+    if name != 0 or rtype != DNS_OPT:
+        return None
+    return int(ttl >> 16) & 0xFF
+
+
 def dns_answer(query: bytes) -> tuple[bytes, str] | None:
     """The relay's answer to a DNS query, and a line for its log: the same id and question,
-    NXDOMAIN (or NOTIMP for anything but a standard query). None: not a query, no answer."""
+    NXDOMAIN (or NOTIMP for anything but a standard query), and an OPT record when the query had
+    one (RFC 6891: a responder MUST; BADVERS for an EDNS version other than 0). None: not a
+    query, no answer."""
     if len(query) < DNS_HEADER.size:
         return None
-    ident, flags, questions, *_ = DNS_HEADER.unpack_from(query)
+    ident, flags, questions, answers, authorities, additional = DNS_HEADER.unpack_from(query)
     if flags & DNS_QR:
         return None
     reply = DNS_QR | (flags & (DNS_OPCODE | DNS_RD)) | DNS_RA
@@ -133,7 +156,15 @@ def dns_answer(query: bytes) -> tuple[bytes, str] | None:
     qtype = struct.unpack_from("!H", query, end - 4)[0]
     rcode = DNS_NXDOMAIN if flags & DNS_OPCODE == 0 else DNS_NOTIMP
     what = f"{name} {DNS_TYPES.get(qtype, qtype)}: {'NXDOMAIN' if rcode == DNS_NXDOMAIN else 'NOTIMP'}"
-    return DNS_HEADER.pack(ident, reply | rcode, 1, 0, 0, 0) + query[DNS_HEADER.size : end], what
+    version = _edns_version(query, end, additional) if answers == authorities == 0 else None
+    opt = b""
+    if version is not None:
+        high = 0
+        if version != 0:
+            rcode, high, what = 0, DNS_BADVERS_HIGH, f"{name}: EDNS version {version}: BADVERS"
+        opt = DNS_OPT_RR.pack(0, DNS_OPT, DNS_EDNS_PAYLOAD, high << 24, 0)
+    header = DNS_HEADER.pack(ident, reply | rcode, 1, 0, 0, 1 if opt else 0)
+    return header + query[DNS_HEADER.size : end] + opt, what
 
 
 def dns_socket() -> socket.socket:

@@ -103,15 +103,31 @@ def test_passt_offers_the_relays_dns_no_udp_and_only_the_declared_inbound_ports(
     assert argv[argv.index("--dns") + 1] == "10.0.2.2"  # the gateway: the relay answers there
 
 
-def dns_query(name: str, qtype: int = 1, *, flags: int = 0x0100, ident: int = 0x4242) -> bytes:
+def dns_query(
+    name: str, qtype: int = 1, *, flags: int = 0x0100, ident: int = 0x4242, edns: int | None = None
+) -> bytes:
+    """A query for ``name``; ``edns`` adds an OPT record of that EDNS version (DO bit set, a
+    4096-byte payload: what systemd-resolved sends at its best feature level)."""
     labels = b"".join(bytes([len(part)]) + part.encode() for part in name.split("."))
-    return struct.pack("!HHHHHH", ident, flags, 1, 0, 0, 1) + labels + b"\0" + struct.pack("!HH", qtype, 1)
+    additional = 0 if edns is None else 1
+    header = struct.pack("!HHHHHH", ident, flags, 1, 0, 0, additional)
+    query = header + labels + b"\0" + struct.pack("!HH", qtype, 1)
+    if edns is not None:
+        query += struct.pack("!BHHIH", 0, 41, 4096, (edns << 16) | 0x8000, 0)
+    return query
+
+
+def opt_record(reply: bytes, question_end: int) -> tuple[int, int, int, int]:
+    """The answer's OPT record: its type, payload size, extended rcode bits and version."""
+    name, rtype, payload, ttl, rdlen = struct.unpack_from("!BHHIH", reply, question_end)
+    assert (name, rdlen) == (0, 0) and len(reply) == question_end + 11
+    return rtype, payload, ttl >> 24, (ttl >> 16) & 0xFF
 
 
 def test_every_name_the_guest_asks_for_does_not_exist_with_its_question_echoed() -> None:
     from harness import relay  # noqa: PLC0415
 
-    query = dns_query("uptime-kuma", qtype=28) + b"\0\0\x29\x10\0\0\0\0\0\0\0"  # an EDNS OPT record
+    query = dns_query("uptime-kuma", qtype=28)
     answered = relay.dns_answer(query)
     assert answered is not None
     reply, line = answered
@@ -119,8 +135,38 @@ def test_every_name_the_guest_asks_for_does_not_exist_with_its_question_echoed()
     assert (ident, qd, an, ns, ar) == (0x4242, 1, 0, 0, 0)
     assert flags & 0x8000 and flags & 0x0100 and flags & 0x0080  # a response, recursion desired and available
     assert flags & 0xF == 3  # NXDOMAIN
-    assert reply[12:] == dns_query("uptime-kuma", qtype=28)[12:]  # the question, not the OPT record
+    assert reply[12:] == query[12:]  # the question, and nothing else: the query had no OPT record
     assert line == "uptime-kuma AAAA: NXDOMAIN"
+
+
+def test_an_edns_query_gets_an_opt_record_back_so_the_resolver_keeps_edns() -> None:
+    """RFC 6891: an OPT record in the query means one in the answer. Without it systemd-resolved
+    downgraded the gateway and restarted its lookups in flight, and one stuck for two minutes."""
+    from harness import relay  # noqa: PLC0415
+
+    query = dns_query("nowhere.boma.example", edns=0)
+    question_end = len(query) - 11
+    answered = relay.dns_answer(query)
+    assert answered is not None
+    reply, line = answered
+    ident, flags, qd, an, ns, ar = struct.unpack_from("!HHHHHH", reply)
+    assert (ident, qd, an, ns, ar) == (0x4242, 1, 0, 0, 1)
+    assert flags & 0xF == 3  # still NXDOMAIN
+    assert reply[12:question_end] == query[12:question_end]
+    assert opt_record(reply, question_end) == (41, 1232, 0, 0)  # version 0, no DO bit: nothing signed
+    assert line == "nowhere.boma.example A: NXDOMAIN"
+
+
+def test_an_edns_version_the_relay_does_not_speak_is_badvers() -> None:
+    from harness import relay  # noqa: PLC0415
+
+    query = dns_query("nowhere.boma.example", edns=1)
+    answered = relay.dns_answer(query)
+    assert answered is not None
+    reply, line = answered
+    assert struct.unpack_from("!H", reply, 2)[0] & 0xF == 0  # BADVERS is 16: 0 here, 1 in the OPT record
+    assert opt_record(reply, len(query) - 11) == (41, 1232, 1, 0)
+    assert line == "nowhere.boma.example: EDNS version 1: BADVERS"
 
 
 def test_what_is_not_one_standard_query_gets_formerr_notimp_or_nothing() -> None:
