@@ -187,9 +187,15 @@ class Machine:
 
         wait_until(listening, what=f"port {port} in {self.name}", timeout=timeout, interval=PROBE_INTERVAL)
 
-    def boot_id(self) -> str:
+    def boot_id(self, *, shared: bool = False) -> str:
+        """The guest's boot_id; ``shared`` reads it over the shared connection (:func:`ssh.run`)."""
         return ssh.run_retrying(
-            self.endpoint, ssh.BOOT_ID_COMMAND, what="boot_id", timeout=COMMAND_TIMEOUT, quiet=True
+            self.endpoint,
+            ssh.BOOT_ID_COMMAND,
+            what="boot_id",
+            timeout=COMMAND_TIMEOUT,
+            quiet=True,
+            shared=shared,
         ).stdout.strip()
 
     def domain_active(self) -> bool:
@@ -234,9 +240,14 @@ class Machine:
         )
 
     def reboot(self) -> str:
-        """A guest-initiated reboot, proven by a changed boot_id; returns the new one."""
+        """A guest-initiated reboot, proven by a changed boot_id; returns the new one.
+
+        The boot_id before is read over the shared connection, which the apply before has
+        usually left up (a handshake saved), and which is then closed: the reboot itself is
+        asked for on a connection of its own (docs/platform.md: a shared connection kept over a
+        reboot hung Ansible). The boot then settles over a new shared one (:meth:`wait_settled`)."""
+        before = self.boot_id(shared=True)
         ssh.close_master(self.endpoint)
-        before = self.boot_id()
         log.info(f"boot_id before: {before}")
         ssh.run_disconnecting(
             self.endpoint, ["sudo", "systemctl", "reboot"], what="reboot", timeout=REBOOT_REQUEST_TIMEOUT
@@ -331,7 +342,10 @@ class Machine:
             self.succeed("touch", CLOUD_INIT_DISABLED)
 
     def wait_settled(self) -> str:
-        """Wait until systemd reports startup finished; return its state (running, degraded…)."""
+        """Wait until systemd reports startup finished; return its state (running, degraded…).
+
+        It asks over the shared connection, opening it: the apply or the verify that comes next
+        (Ansible, testinfra's workers) finds it up instead of each making its own handshake."""
         with log.step(f"wait for boot to settle ({self.name})"):
             try:
                 result = ssh.run_retrying(
@@ -341,6 +355,7 @@ class Machine:
                     check=False,
                     timeout=SETTLE_TIMEOUT,
                     quiet=True,
+                    shared=True,
                 )
                 state = result.stdout.strip() or result.stderr.strip()
             except HarnessError as exc:
