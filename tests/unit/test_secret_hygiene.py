@@ -70,14 +70,17 @@ def say(text):
 if argv[:2] == ["image", "inspect"]:
     say(json.dumps([{{"Id": {image_id!r}, "RepoTags": [argv[-1]]}}]))
 if argv[:2] == ["container", "inspect"] or argv[:1] == ["inspect"]:
-    if "--format" in argv:  # the role reads only the label and the state
-        say({stale!r} + " true")
+    if "--format" in argv:  # the role reads only the label, the state and the image
+        say({stale!r} + "|true|" + {image_id!r})
     say(json.dumps([{{"Id": {container_id!r}, "Config": {{"Labels": {{"boma.config-hash": {stale!r}}}}},
                       "State": {{"Running": True}}}}]))
 if argv[:2] == ["network", "inspect"]:
     say(json.dumps([{{"Name": argv[-1], "Driver": "bridge"}}]))
 if argv[:2] == ["network", "create"]:
     say("f00d" * 16)
+if argv[:2] == ["exec", "--interactive"] and "adapt" in argv:  # the Caddyfile's validation in it
+    sys.stdin.read()
+    say(json.dumps({{"apps": {{"http": {{"servers": {{}}}}}}}}))
 if argv[:2] == ["container", "rm"] or argv[:2] == ["container", "start"]:
     say(argv[-1])
 if argv[:1] == ["run"]:
@@ -255,7 +258,10 @@ def test_the_container_was_recreated_with_the_env_file(run: Run) -> None:
     started = [c for c in run.docker_calls if c[:2] == ["run", "--detach"]]
     assert len(started) == 1, run.docker_calls
     assert f"--env-file={run.config_dir / 'caddy.env'}" in started[0]
-    assert any(c[:1] == ["run"] and "adapt" in c for c in run.docker_calls), "Caddyfile not validated"
+    # Validated in the container it found, which runs the image the role wants (stale in its
+    # configuration only): `docker exec`, not a new container.
+    assert ["exec", "--interactive", "caddy", "caddy", "adapt", "--config", "/dev/stdin",
+            "--adapter", "caddyfile"] in run.docker_calls, "Caddyfile not validated"
 
 
 def test_the_token_is_never_on_a_docker_command_line(run: Run) -> None:
